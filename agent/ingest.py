@@ -1,0 +1,530 @@
+"""Ingest: receive recordings over MQTT, reassemble them, verify them, archive them, ack them.
+
+A recording arrives as its manifest, chunks of ciphertext at byte offsets, and a
+fin, in any order and possibly more than once (QoS 1). Everything about a
+transfer in progress lives on disk under ``<archive>/.incoming/<device>/<id>/``
+(the encrypted manifest, ``audio.part`` and a ranges sidecar), so an agent that
+restarts carries on where it was. A device deletes its copy only when it reads
+``stored``, which is sent after the archive has fsynced the files and committed
+the index row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import queue
+import shutil
+import ssl
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.archive import Archive
+from agent.errors import AgentError
+from firmware.wire import topics
+from firmware.wire.age import decrypt_bytes
+from firmware.wire.broker import BrokerSettings
+from firmware.wire.errors import AgeError, LinerecError, SignatureError, WireError
+from firmware.wire.manifest import Manifest, unverified_device_id, verify_manifest
+from firmware.wire.messages import (
+    Ack,
+    AckStatus,
+    Range,
+    decode_chunk,
+    decode_fin,
+    decode_status,
+    encode_ack,
+    merge_range,
+    missing_ranges,
+)
+
+log = logging.getLogger("linerec.agent.ingest")
+
+MAX_TRANSFER = 2 * 1024**3  # no call recording comes near this; a bigger offset is an attack or a bug
+_HASH_BLOCK = 1 << 20
+# Messages wait here between paho's network thread and the worker that does the disk work;
+# when it is full the network thread waits too, which is the back-pressure we want.
+_QUEUE_DEPTH = 256
+
+Reply = tuple[str, bytes]
+
+
+class _Refused(WireError):
+    """A manifest that will never be accepted as sent; the text is the reason told to the device."""
+
+
+@dataclass
+class _Transfer:
+    """What the agent holds of one recording that is not archived yet."""
+
+    device: str
+    rec_id: str
+    directory: Path
+    manifest: Manifest | None = None
+    manifest_doc: bytes | None = None  # the manifest message as received (still age-encrypted)
+    ranges: list[Range] = field(default_factory=list)
+
+    @property
+    def part(self) -> Path:
+        return self.directory / "audio.part"
+
+    @property
+    def ranges_file(self) -> Path:
+        return self.directory / "ranges.json"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.directory / "manifest.age"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new bytes, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+def _covered(ranges: list[Range], start: int, end: int) -> bool:
+    return any(s <= start and end <= e for s, e in ranges)
+
+
+def _clip(ranges: list[Range], size: int) -> list[Range]:
+    return [(s, min(e, size)) for s, e in ranges if s < size]
+
+
+class Ingest:
+    """The agent's receiving end: one MQTT client, one worker thread, one archive."""
+
+    def __init__(
+        self,
+        *,
+        archive: Archive,
+        identities: Sequence[X25519PrivateKey],
+        broker: BrokerSettings,
+        client_id: str = "linerec-agent",
+    ) -> None:
+        if not identities:
+            msg = "ingest needs at least one age identity to open manifests; none was given"
+            raise AgentError(msg)
+        if not client_id:
+            msg = "ingest client_id is empty; give the MQTT client id the agent connects with"
+            raise AgentError(msg)
+        self._archive = archive
+        self._identities = tuple(identities)
+        self._broker = broker
+        self._client_id = client_id
+        self._lock = threading.RLock()
+        self._transfers: dict[tuple[str, str], _Transfer] = {}
+        self._told_unenrolled: set[str] = set()
+        self._stored = threading.Condition()
+        self._stored_count = 0
+        self._queue: queue.Queue[tuple[str, bytes] | None] = queue.Queue(maxsize=_QUEUE_DEPTH)
+        self._ready = threading.Event()
+        self._client: mqtt.Client | None = None
+        self._worker: threading.Thread | None = None
+
+    # --- waiting -----------------------------------------------------------------
+
+    @property
+    def stored_count(self) -> int:
+        """How many recordings this object has archived since it was made."""
+        with self._stored:
+            return self._stored_count
+
+    def wait_stored(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` recordings have been archived; False if ``timeout`` s pass first."""
+        with self._stored:
+            return self._stored.wait_for(lambda: self._stored_count >= count, timeout)
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the agent is connected and subscribed; False if ``timeout`` s pass first."""
+        return self._ready.wait(timeout)
+
+    # --- the core ----------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> list[Reply]:
+        """Process one message; return the acks to publish as ``(topic, payload)`` pairs.
+
+        Bad input from the network is logged and answered (or dropped), never raised.
+        """
+        try:
+            with self._lock:
+                return self._dispatch(topic, bytes(payload))
+        except (LinerecError, OSError) as exc:
+            log.warning("message on %s not processed: %s", topic, exc)
+            return []
+
+    def _dispatch(self, topic: str, payload: bytes) -> list[Reply]:
+        parts = topic.split("/")
+        if len(parts) == 3 and parts[0] == topics.ROOT and parts[2] == "status":
+            self._on_status(topics.device_of(topic), payload)
+            return []
+        try:
+            where = topics.parse_rec_topic(topic)
+        except WireError as exc:
+            log.debug("ignoring a message: %s", exc)
+            return []
+        if where.kind == "manifest":
+            return self._on_manifest(where, payload)
+        if where.kind == "chunk":
+            self._on_chunk(where, payload)
+            return []
+        return self._on_fin(where, payload)
+
+    def _on_status(self, device: str, payload: bytes) -> None:
+        if payload:  # an empty retained message only clears the topic
+            self._archive.note_status(device, decode_status(payload))
+
+    def _ack(
+        self,
+        where: topics.RecTopic,
+        status: AckStatus,
+        *,
+        ranges: Sequence[Range] = (),
+        need_manifest: bool = False,
+        reason: str = "",
+    ) -> list[Reply]:
+        ack = Ack(where.rec_id, status, tuple(ranges), need_manifest, reason)
+        return [(topics.ack(where.device_id), encode_ack(ack))]
+
+    def _reject(self, where: topics.RecTopic, reason: str) -> list[Reply]:
+        self._archive.log_rejection(where.device_id, where.rec_id, reason)
+        return self._ack(where, AckStatus.REJECTED, reason=reason)
+
+    def _already_stored(self, where: topics.RecTopic) -> list[Reply] | None:
+        """The answer for a recording that is archived already, or None if it is not."""
+        if not self._archive.has(where.rec_id):
+            return None
+        owner = self._archive.get(where.rec_id).device
+        if owner != where.device_id:
+            return self._reject(where, f"recording id {where.rec_id} is already archived from device {owner}")
+        return self._ack(where, AckStatus.STORED)
+
+    def _enrolled_key(self, device: str) -> Ed25519PublicKey | None:
+        key = self._archive.device_key(device)
+        if key is None and device not in self._told_unenrolled:
+            self._told_unenrolled.add(device)
+            log.warning("device %s is not enrolled: its recordings are refused", device)
+        return key
+
+    # --- manifest ----------------------------------------------------------------
+
+    def _on_manifest(self, where: topics.RecTopic, payload: bytes) -> list[Reply]:
+        if (answer := self._already_stored(where)) is not None:
+            return answer
+        key = self._enrolled_key(where.device_id)
+        if key is None:
+            return self._reject(where, f"device {where.device_id} is not enrolled")
+        try:
+            manifest = self._open_manifest(where, payload, key)
+        except _Refused as exc:
+            return self._reject(where, str(exc))
+        transfer = self._transfer(where)
+        if transfer.manifest_doc == payload:
+            return []
+        if transfer.manifest is not None and transfer.manifest.ciphertext != manifest.ciphertext:
+            log.warning(
+                "recording %s: a new manifest names other ciphertext; held bytes dropped", where.rec_id
+            )
+            self._discard_data(transfer)
+        transfer.directory.mkdir(parents=True, exist_ok=True)
+        _write_atomic(transfer.manifest_file, payload)
+        transfer.manifest, transfer.manifest_doc = manifest, payload
+        log.info("recording %s of device %s: manifest verified", where.rec_id, where.device_id)
+        return []
+
+    def _open_manifest(self, where: topics.RecTopic, payload: bytes, key: Ed25519PublicKey) -> Manifest:
+        """Decrypt and verify a manifest message, or raise _Refused saying why not."""
+        try:
+            doc = decrypt_bytes(payload, self._identities)
+        except AgeError as exc:
+            raise _Refused(f"cannot decrypt manifest: {exc}") from None
+        try:
+            claimed = unverified_device_id(doc)
+            if claimed != where.device_id:
+                msg = f"manifest names device {claimed} but came on the topic of device {where.device_id}"
+                raise _Refused(msg)
+            manifest = verify_manifest(doc, key)
+        except (_Refused, SignatureError):
+            raise
+        except (WireError, TypeError, AttributeError) as exc:
+            raise _Refused(f"manifest is malformed: {exc}") from None
+        if manifest.recording_id != where.rec_id:
+            msg = f"manifest is for recording {manifest.recording_id} but came on the topic of {where.rec_id}"
+            raise _Refused(msg)
+        size = manifest.ciphertext["size"]
+        if not 0 <= size <= MAX_TRANSFER:
+            raise _Refused(f"manifest is malformed: ciphertext size {size} is outside 0..{MAX_TRANSFER}")
+        if not isinstance(manifest.answered_at, str | None):
+            raise _Refused(f"manifest is malformed: answered_at is {manifest.answered_at!r}; expected text")
+        return manifest
+
+    # --- transfer state on disk --------------------------------------------------
+
+    def _transfer(self, where: topics.RecTopic) -> _Transfer:
+        """The state of a transfer, loaded from the incoming directory the first time."""
+        found = self._transfers.get((where.device_id, where.rec_id))
+        if found is not None:
+            return found
+        directory = self._archive.incoming_dir / where.device_id / where.rec_id
+        transfer = _Transfer(where.device_id, where.rec_id, directory)
+        key = self._archive.device_key(where.device_id)
+        if key is not None and transfer.manifest_file.exists():
+            doc = transfer.manifest_file.read_bytes()
+            try:
+                transfer.manifest, transfer.manifest_doc = self._open_manifest(where, doc, key), doc
+            except _Refused as exc:
+                log.warning("recording %s: kept manifest dropped: %s", where.rec_id, exc)
+                transfer.manifest_file.unlink()
+        transfer.ranges = self._load_ranges(transfer)
+        self._transfers[(where.device_id, where.rec_id)] = transfer
+        return transfer
+
+    def _load_ranges(self, transfer: _Transfer) -> list[Range]:
+        try:
+            raw = json.loads(transfer.ranges_file.read_text(encoding="utf-8"))
+            ranges = [(int(s), int(e)) for s, e in raw["ranges"]]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "recording %s: unreadable %s (%s); starting over", transfer.rec_id, transfer.ranges_file, exc
+            )
+            return []
+        on_disk = transfer.part.stat().st_size if transfer.part.exists() else 0
+        if any(not 0 <= s < e <= on_disk for s, e in ranges):
+            log.warning(
+                "recording %s: %s does not hold the bytes its ranges name; starting over",
+                transfer.rec_id,
+                transfer.part,
+            )
+            return []
+        held: list[Range] = []
+        for item in ranges:
+            held = merge_range(held, item)
+        return held
+
+    def _save_ranges(self, transfer: _Transfer) -> None:
+        body = json.dumps({"ranges": [list(r) for r in transfer.ranges]}).encode()
+        _write_atomic(transfer.ranges_file, body)
+
+    def _discard_data(self, transfer: _Transfer) -> None:
+        transfer.part.unlink(missing_ok=True)
+        transfer.ranges_file.unlink(missing_ok=True)
+        transfer.ranges = []
+
+    def _forget(self, transfer: _Transfer) -> None:
+        self._transfers.pop((transfer.device, transfer.rec_id), None)
+        shutil.rmtree(transfer.directory, ignore_errors=True)
+
+    # --- chunks ------------------------------------------------------------------
+
+    def _on_chunk(self, where: topics.RecTopic, payload: bytes) -> None:
+        if self._archive.has(where.rec_id):
+            log.debug("recording %s: chunk after it was stored, ignored", where.rec_id)
+            return
+        if self._enrolled_key(where.device_id) is None:
+            return
+        try:
+            chunk = decode_chunk(payload)
+        except WireError as exc:
+            log.warning(
+                "recording %s of device %s: chunk %s dropped: %s",
+                where.rec_id,
+                where.device_id,
+                where.index,
+                exc,
+            )
+            return
+        start, end = chunk.offset, chunk.offset + len(chunk.data)
+        transfer = self._transfer(where)
+        limit = transfer.manifest.ciphertext["size"] if transfer.manifest is not None else MAX_TRANSFER
+        if end > limit:
+            log.warning(
+                "recording %s: chunk at %d..%d lies beyond its %d bytes; dropped",
+                where.rec_id,
+                start,
+                end,
+                limit,
+            )
+            return
+        if _covered(transfer.ranges, start, end):
+            return
+        transfer.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(transfer.part, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            view = memoryview(chunk.data)
+            while view:
+                written = os.pwrite(fd, view, start + len(chunk.data) - len(view))
+                view = view[written:]
+            # The data must be on disk before the sidecar says it is held.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        transfer.ranges = merge_range(transfer.ranges, (start, end))
+        self._save_ranges(transfer)
+
+    # --- fin ---------------------------------------------------------------------
+
+    def _on_fin(self, where: topics.RecTopic, payload: bytes) -> list[Reply]:
+        fin = decode_fin(payload)
+        if (answer := self._already_stored(where)) is not None:
+            return answer
+        if self._enrolled_key(where.device_id) is None:
+            return self._ack(where, AckStatus.REJECTED, reason=f"device {where.device_id} is not enrolled")
+        transfer = self._transfer(where)
+        if transfer.manifest is None or transfer.manifest_doc is None:
+            return self._ack(where, AckStatus.MISSING, ranges=transfer.ranges, need_manifest=True)
+        size = int(transfer.manifest.ciphertext["size"])
+        expected = str(transfer.manifest.ciphertext["sha256"]).lower()
+        held = _clip(transfer.ranges, size)
+        if missing_ranges(held, size):
+            return self._ack(where, AckStatus.MISSING, ranges=held)
+        actual = self._hash_part(transfer, size)
+        if (fin.size, fin.sha256) != (size, expected) or actual != expected:
+            log.warning(
+                "recording %s of device %s: received %d bytes with SHA-256 %s, fin says %d bytes %s,"
+                " manifest says %d bytes %s; the bytes are discarded and asked for again",
+                where.rec_id,
+                where.device_id,
+                size,
+                actual,
+                fin.size,
+                fin.sha256,
+                size,
+                expected,
+            )
+            self._discard_data(transfer)
+            return self._ack(where, AckStatus.MISSING)
+        self._archive.store(transfer.manifest, transfer.manifest_doc, transfer.part)
+        self._forget(transfer)
+        with self._stored:
+            self._stored_count += 1
+            self._stored.notify_all()
+        return self._ack(where, AckStatus.STORED)
+
+    def _hash_part(self, transfer: _Transfer, size: int) -> str:
+        """SHA-256 of the reassembled file, cut to ``size`` (bytes beyond it are not the recording)."""
+        transfer.directory.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        with transfer.part.open("a+b") as part:
+            part.truncate(size)
+            part.seek(0)
+            while block := part.read(_HASH_BLOCK):
+                digest.update(block)
+        return digest.hexdigest()
+
+    # --- MQTT --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect to the broker (retrying in the background) and start handling messages."""
+        if self._client is not None:
+            return
+        settings = self._broker
+        v5 = settings.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self._client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        )
+        if settings.username is not None:
+            client.username_pw_set(settings.username, settings.password)
+        if settings.tls:
+            try:
+                client.tls_set(
+                    ca_certs=str(settings.ca_file) if settings.ca_file else None,
+                    certfile=str(settings.cert_file) if settings.cert_file else None,
+                    keyfile=str(settings.key_file) if settings.key_file else None,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                msg = f"cannot set up TLS to the broker at {settings.address}: {exc}"
+                raise AgentError(msg) from None
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        self._client = client
+        self._worker = threading.Thread(target=self._work, args=(client,), name="linerec-ingest", daemon=True)
+        self._worker.start()
+        client.connect_async(settings.host, settings.port, keepalive=settings.keepalive_s)
+        client.loop_start()
+        log.info("ingest connecting to %s as %s", settings.address, self._client_id)
+
+    def stop(self) -> None:
+        """Finish the messages already received, then disconnect."""
+        client, worker = self._client, self._worker
+        if client is None or worker is None:
+            return
+        self._queue.put(None)
+        worker.join()
+        client.disconnect()
+        client.loop_stop()
+        self._client = self._worker = None
+        self._ready.clear()
+
+    def _work(self, client: mqtt.Client) -> None:
+        while (item := self._queue.get()) is not None:
+            try:
+                replies = self.handle(*item)
+            except Exception:  # a bug must not stop the agent from taking the next recording
+                log.exception("unexpected failure handling a message on %s", item[0])
+                continue
+            for topic, body in replies:
+                info = client.publish(topic, body, qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    log.info("ack on %s not sent now (%s); the device will ask again", topic, info.rc)
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker %s refused the connection: %s", self._broker.address, reason)
+            return
+        log.info("connected to %s", self._broker.address)
+        client.subscribe([(topic, 1) for topic in topics.AGENT_SUBSCRIPTIONS])
+
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[ReasonCode], _props: Any
+    ) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("broker %s refused the subscriptions: %s", self._broker.address, ", ".join(refused))
+            return
+        self._ready.set()
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
+    ) -> None:
+        self._ready.clear()
+        if reason.is_failure:
+            log.warning("lost the broker %s (%s); reconnecting", self._broker.address, reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with contextlib.suppress(UnicodeDecodeError):
+            self._queue.put((message.topic, bytes(message.payload)))

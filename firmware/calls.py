@@ -1,0 +1,244 @@
+"""The call state machine: what a line event means for the call in progress.
+
+Pure transitions: :func:`step` takes the current :class:`Call` and one line event,
+:func:`tick` takes the current call and the time; both return the next call and
+the actions the caller should carry out (start or stop recording, file the ended
+call). No clocks, threads or I/O live here, and no event ever raises: a line can
+say surprising things and the recorder must keep going.
+
+When a call ends, the returned state is :data:`IDLE` again; the finished call
+travels inside the :class:`CallEnded` action.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass
+
+from firmware.line.base import (
+    BackendHealth,
+    CallerId,
+    CallerIdReceived,
+    LineEvent,
+    LoopDrop,
+    OffHook,
+    OnHook,
+    RingEnd,
+    RingStart,
+)
+
+__all__ = [
+    "IDLE",
+    "PRE_RING_CALLER_ID_MAX_AGE_S",
+    "Action",
+    "Call",
+    "CallEnded",
+    "CallPolicy",
+    "CallState",
+    "HangupCause",
+    "StartRecording",
+    "StopRecording",
+    "line_lost",
+    "step",
+    "tick",
+]
+
+# Caller ID sent before ringing (UK, much of Europe) arrives well under a second
+# before the first ring; anything older belongs to no call.
+PRE_RING_CALLER_ID_MAX_AGE_S = 10.0
+
+
+class CallState(enum.Enum):
+    """Where a call is."""
+
+    IDLE = "idle"
+    RINGING = "ringing"
+    ANSWERED = "answered"
+    ENDED = "ended"
+
+
+class HangupCause(enum.StrEnum):
+    """Why a call ended."""
+
+    LOCAL_ONHOOK = "local-onhook"
+    REMOTE_LOOP_DROP = "remote-loop-drop"
+    UNANSWERED = "unanswered"
+    LINE_LOST = "line-lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What is known about the call on the line so far."""
+
+    state: CallState
+    ring_count: int = 0
+    first_ring_at: float | None = None
+    # The latest ring edge: a burst's end once it has ended, its start while it rings.
+    last_ring_at: float | None = None
+    answered_at: float | None = None
+    ended_at: float | None = None
+    caller_id: CallerId | None = None
+    hangup_cause: HangupCause | None = None
+    # When the caller ID arrived, to drop one that came long before any ring.
+    caller_id_at: float | None = None
+
+    @property
+    def answered(self) -> bool:
+        """Whether the call was picked up."""
+        return self.answered_at is not None
+
+
+IDLE = Call(CallState.IDLE)
+
+
+@dataclass(frozen=True, slots=True)
+class StartRecording:
+    """Start recording: the call was answered at ``t``."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopRecording:
+    """Stop recording: the conversation ended at ``t``."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """A call is over; ``call`` holds everything known about it."""
+
+    t: float
+    call: Call
+
+
+Action = StartRecording | StopRecording | CallEnded
+
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """Timeouts of the state machine."""
+
+    # No ring for this long after the last ring ended means the caller gave up.
+    ring_timeout_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if not self.ring_timeout_s > 0:
+            msg = f"ring_timeout_s must be a positive number of seconds, not {self.ring_timeout_s!r}"
+            raise ValueError(msg)
+
+
+_NO_ACTIONS: tuple[Action, ...] = ()
+
+
+def _fresh_caller_id(call: Call, t: float) -> tuple[CallerId | None, float | None]:
+    """The idle line's caller ID if it is recent enough to belong to a call starting at ``t``."""
+    if call.caller_id is None or call.caller_id_at is None:
+        return None, None
+    if t - call.caller_id_at > PRE_RING_CALLER_ID_MAX_AGE_S:
+        return None, None
+    return call.caller_id, call.caller_id_at
+
+
+def _end(call: Call, t: float, cause: HangupCause) -> tuple[Call, tuple[Action, ...]]:
+    ended = dataclasses.replace(call, state=CallState.ENDED, ended_at=t, hangup_cause=cause)
+    if call.state is CallState.ANSWERED:
+        return IDLE, (StopRecording(t), CallEnded(t, ended))
+    return IDLE, (CallEnded(t, ended),)
+
+
+def _answer(call: Call, t: float) -> tuple[Call, tuple[Action, ...]]:
+    return dataclasses.replace(call, state=CallState.ANSWERED, answered_at=t), (StartRecording(t),)
+
+
+def _step_idle(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
+    match event:
+        case RingStart(t=t):
+            caller_id, caller_id_at = _fresh_caller_id(call, t)
+            ringing = Call(
+                CallState.RINGING,
+                ring_count=1,
+                first_ring_at=t,
+                last_ring_at=t,
+                caller_id=caller_id,
+                caller_id_at=caller_id_at,
+            )
+            return ringing, _NO_ACTIONS
+        case CallerIdReceived(t=t, caller_id=caller_id):
+            # Data before ringing: keep it so the coming ring carries it.
+            return Call(CallState.IDLE, caller_id=caller_id, caller_id_at=t), _NO_ACTIONS
+        case OffHook(t=t):
+            # Picked up without ringing: an outgoing call, recorded all the same.
+            caller_id, caller_id_at = _fresh_caller_id(call, t)
+            answered = Call(CallState.IDLE, caller_id=caller_id, caller_id_at=caller_id_at)
+            return _answer(answered, t)
+        case _:
+            return call, _NO_ACTIONS
+
+
+def _step_ringing(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
+    match event:
+        case RingStart(t=t):
+            return dataclasses.replace(call, ring_count=call.ring_count + 1, last_ring_at=t), _NO_ACTIONS
+        case RingEnd(t=t):
+            return dataclasses.replace(call, last_ring_at=t), _NO_ACTIONS
+        case CallerIdReceived(t=t, caller_id=caller_id):
+            return dataclasses.replace(call, caller_id=caller_id, caller_id_at=t), _NO_ACTIONS
+        case OffHook(t=t):
+            return _answer(call, t)
+        case BackendHealth(t=t, healthy=False):
+            return _end(call, t, HangupCause.LINE_LOST)
+        case _:
+            return call, _NO_ACTIONS
+
+
+def _step_answered(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
+    match event:
+        case OnHook(t=t):
+            return _end(call, t, HangupCause.LOCAL_ONHOOK)
+        case LoopDrop(t=t):
+            return _end(call, t, HangupCause.REMOTE_LOOP_DROP)
+        case BackendHealth(t=t, healthy=False):
+            return _end(call, t, HangupCause.LINE_LOST)
+        case _:
+            # Rings and caller ID now are call waiting: the call in progress goes on.
+            return call, _NO_ACTIONS
+
+
+def step(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
+    """The call after ``event``, and what to do about it.
+
+    An unhealthy :class:`BackendHealth` ends a ringing or answered call as
+    ``LINE_LOST``. Events that make no sense in the current state are ignored.
+    """
+    if call.state is CallState.RINGING:
+        return _step_ringing(call, event)
+    if call.state is CallState.ANSWERED:
+        return _step_answered(call, event)
+    # An ENDED call handed back in is treated like the idle line it leads to.
+    return _step_idle(call, event)
+
+
+def tick(call: Call, now: float, policy: CallPolicy) -> tuple[Call, tuple[Action, ...]]:
+    """The call at time ``now``: a ringing call whose rings stopped ends as unanswered."""
+    if call.state is CallState.RINGING:
+        last = call.last_ring_at if call.last_ring_at is not None else call.first_ring_at
+        if last is not None and now - last > policy.ring_timeout_s:
+            return _end(call, now, HangupCause.UNANSWERED)
+        return call, _NO_ACTIONS
+    if call.state is CallState.IDLE and call.caller_id is not None:
+        if _fresh_caller_id(call, now)[0] is None:
+            return IDLE, _NO_ACTIONS
+        return call, _NO_ACTIONS
+    if call.state is CallState.ENDED:
+        return IDLE, _NO_ACTIONS
+    return call, _NO_ACTIONS
+
+
+def line_lost(call: Call, t: float) -> tuple[Call, tuple[Action, ...]]:
+    """The call when the backend is gone for good (``read_block`` returned None)."""
+    if call.state in (CallState.RINGING, CallState.ANSWERED):
+        return _end(call, t, HangupCause.LINE_LOST)
+    return IDLE, _NO_ACTIONS

@@ -1,0 +1,129 @@
+"""The ``linerec`` command: run the recorder, play the demo, show the device key."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from firmware import __version__, config
+from firmware.errors import ConfigError, LinerecError
+
+log = logging.getLogger("linerec")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linerec", description="Phone line call recorder (device side).")
+    parser.add_argument("--version", action="version", version=f"linerec {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="record calls on the configured line and deliver them")
+    run.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
+
+    demo = sub.add_parser("demo", help="scripted calls on a simulated line, archived by an in-process agent")
+    demo.add_argument("--calls", type=int, default=3, help="how many scripted calls (default 3)")
+    demo.add_argument("--keep", type=Path, help="keep the identity, archive and index in this folder")
+    demo.add_argument("--broker", metavar="HOST:PORT", help="use this MQTT broker instead of an embedded one")
+    demo.add_argument("--realtime", action="store_true", help="play the calls at their real pace")
+
+    keys = sub.add_parser("keys", help="the device's signing key")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    show = keys_sub.add_parser("show", help="print the public key to enrol on the agent (creates the key)")
+    show.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``linerec``; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        if args.command == "demo":
+            return _demo(args)
+        if args.command == "keys":
+            return _keys_show(args.config)
+        return _run(args.config)
+    except LinerecError as exc:
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from firmware import demo  # noqa: PLC0415  (pulls in the agent and the embedded broker)
+
+    logging.getLogger("amqtt").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+    options = demo.DemoOptions(calls=args.calls, keep=args.keep, broker=args.broker, realtime=args.realtime)
+    demo.run(options, sys.stdout)
+    return 0
+
+
+def _keys_show(path: Path) -> int:
+    from firmware.wire.signing import load_or_create_signing_key, public_key_text  # noqa: PLC0415
+
+    cfg = config.load(path)
+    key = load_or_create_signing_key(cfg.device.signing_key_path)
+    print(f"{cfg.device.id} {public_key_text(key)}")
+    return 0
+
+
+def _run(path: Path) -> int:
+    cfg = config.load(path)
+    from firmware.line.sim import RealtimeClock, SimLine, demo_calls  # noqa: PLC0415
+    from firmware.service import DeviceService  # noqa: PLC0415
+    from firmware.spool import Spool  # noqa: PLC0415
+    from firmware.uplink import Uplink  # noqa: PLC0415
+    from firmware.wire.signing import load_or_create_signing_key  # noqa: PLC0415
+
+    if cfg.device.line != "sim":
+        msg = (
+            f"{path}: device.line is {cfg.device.line!r}, but this build has only the simulated line;"
+            " set device.line = \"sim\""
+        )
+        raise ConfigError(msg)
+    key = load_or_create_signing_key(cfg.device.signing_key_path)
+    spool = Spool(cfg.device.spool_dir)
+    for rec_id in spool.recover():
+        log.warning("recording %s was interrupted and is kept in the spool's incoming folder", rec_id)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    uplink = Uplink(
+        device_id=cfg.device.id,
+        spool=spool,
+        broker=cfg.mqtt,
+        chunk_size=cfg.uplink.chunk_size,
+        ack_timeout_s=cfg.uplink.ack_timeout_s,
+    )
+    uplink.start()
+    try:
+        script = [demo_calls()[i % 3] for i in range(cfg.sim.calls)]
+        clock = RealtimeClock() if cfg.sim.realtime else None
+        with SimLine(script, sample_rate=cfg.audio.sample_rate, clock=clock, seed=cfg.sim.seed) as line:
+            DeviceService(config=cfg, backend=line, spool=spool, signing_key=key, uplink=uplink).run(stop)
+        log.info("simulated line finished; delivering what is left in the spool")
+        while not stop.is_set() and not uplink.wait_delivered(1.0):
+            pass
+    finally:
+        uplink.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Pure numpy signal processing for the telephone line."""

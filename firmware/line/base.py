@@ -1,0 +1,217 @@
+"""The one interface every way onto the phone line implements, and the events a line reports.
+
+A backend turns a phone line into a stream of :class:`LineBlock` values: a fixed
+number of audio frames plus the line events (rings, caller ID, hook changes, loop
+drops) that happened while those frames were captured. Everything above the
+backend (call state machine, capture, consent, recording) is the same code for the
+GPIO board, the voice modem and the simulated line.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+from numpy.typing import NDArray
+
+from firmware.wire.errors import LinerecError
+
+__all__ = [
+    "BackendHealth",
+    "CallerId",
+    "CallerIdReceived",
+    "LineBackend",
+    "LineBlock",
+    "LineError",
+    "LineEvent",
+    "LoopDrop",
+    "OffHook",
+    "OnHook",
+    "PolarityReversal",
+    "RingEnd",
+    "RingStart",
+    "ScriptError",
+]
+
+
+class LineError(LinerecError, RuntimeError):
+    """The line, or the program or device behind it, failed while it was in use."""
+
+
+class ScriptError(LinerecError, ValueError):
+    """A scripted call for the simulated line asks for something a phone line cannot do."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallerId:
+    """Who is calling, as the exchange said it (or did not say it)."""
+
+    number: str | None
+    name: str | None
+    # 'O' unavailable, 'P' private (withheld); None when the number is present.
+    number_absent: str | None
+    name_absent: str | None
+    # How it arrived: "bell202-mdmf", "bell202-sdmf", "etsi-v23", "dtmf", "sim".
+    standard: str
+    # The message bytes as received; empty when the standard has no such message.
+    raw: bytes = b""
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict, with the raw message as a hex string."""
+        return {
+            "number": self.number,
+            "name": self.name,
+            "number_absent": self.number_absent,
+            "name_absent": self.name_absent,
+            "standard": self.standard,
+            "raw": self.raw.hex(),
+        }
+
+
+# Every event carries `t`: seconds on the backend's clock, based on the UTC epoch.
+
+
+@dataclass(frozen=True, slots=True)
+class RingStart:
+    """A ring burst began."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class RingEnd:
+    """A ring burst ended; ``t`` is its end and ``duration_s`` its length."""
+
+    t: float
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallerIdReceived:
+    """A caller ID message was received and decoded."""
+
+    t: float
+    caller_id: CallerId
+
+
+@dataclass(frozen=True, slots=True)
+class OffHook:
+    """The local phone was picked up: the call is answered (or an outgoing call starts)."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class OnHook:
+    """The local phone was hung up."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class LoopDrop:
+    """The exchange opened the loop (CPC): the far end hung up.
+
+    ``t`` is when the loop closed again, the moment the drop could be measured,
+    and ``duration_s`` how long it was open.
+    """
+
+    t: float
+    duration_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolarityReversal:
+    """The line's DC polarity flipped (answer, disconnect, or caller ID before ringing)."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class BackendHealth:
+    """The backend's own view of whether it can still hear and drive the line."""
+
+    t: float
+    healthy: bool
+    detail: str
+
+
+LineEvent = (
+    RingStart | RingEnd | CallerIdReceived | OffHook | OnHook | LoopDrop | PolarityReversal | BackendHealth
+)
+
+
+@dataclass(frozen=True, slots=True)
+class LineBlock:
+    """One block of line audio and the events that happened while it was captured."""
+
+    # Time of the first sample of `audio`.
+    t: float
+    events: tuple[LineEvent, ...]
+    # int16 mono, `backend.block_frames` long, at `backend.sample_rate`.
+    audio: NDArray[np.int16]
+
+
+class LineBackend(abc.ABC):
+    """A way onto one phone line.
+
+    A backend MUST provide:
+
+    * ``name``, ``sample_rate`` and ``block_frames`` (attributes or properties);
+    * :meth:`read_block`: block until the next block of audio is complete and
+      return it with the events that happened meanwhile; return ``None`` once the
+      line is gone for good (a simulated script has finished);
+    * :meth:`set_hook`: take the line off-hook or put it back on-hook;
+    * :meth:`play`: queue int16 mono audio at ``sample_rate`` to the line;
+    * :meth:`close`: release the hardware; calling it twice is harmless.
+
+    A backend MAY override:
+
+    * :meth:`start`: open the hardware (the default does nothing);
+    * :meth:`health`: report whether it still works (the default says it does).
+
+    Used as a context manager, a backend is started on entry and closed on exit.
+    """
+
+    name: str
+    sample_rate: int
+    block_frames: int
+
+    def start(self) -> None:  # noqa: B027 - a deliberate optional hook, not an abstract method
+        """Open the line; backends that need no set-up keep this no-op."""
+
+    def health(self) -> BackendHealth:
+        """Whether the backend can still hear and drive the line."""
+        return BackendHealth(time.time(), healthy=True, detail="ok")
+
+    @abc.abstractmethod
+    def read_block(self) -> LineBlock | None:
+        """The next block of audio and events, or None when the line is gone for good."""
+
+    @abc.abstractmethod
+    def set_hook(self, off_hook: bool) -> None:
+        """Take the line off-hook (True) or put it back on-hook (False)."""
+
+    @abc.abstractmethod
+    def play(self, audio: NDArray[np.int16]) -> None:
+        """Queue int16 mono audio at ``sample_rate`` to be sent down the line."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the line; safe to call more than once."""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

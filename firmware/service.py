@@ -1,0 +1,223 @@
+"""The device's main loop: line events drive the call machine; its actions drive the recorder.
+
+Blocks come from the line backend one at a time (real time on hardware, as fast
+as possible on the simulated line). Everything that touches files runs here,
+never in an audio callback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from numpy.typing import NDArray
+
+from firmware import calls
+from firmware.calls import Call, CallEnded, CallState, HangupCause, StartRecording, StopRecording
+from firmware.config import DeviceConfig
+from firmware.encoder import EncodedAudio, EncryptedFlacWriter
+from firmware.errors import RecordingError
+from firmware.line.base import LineBackend, RingStart
+from firmware.spool import Spool
+from firmware.uplink import Uplink
+from firmware.wire import age
+from firmware.wire.manifest import Manifest, firmware_version, new_recording_id, sign_manifest, utc_iso
+
+log = logging.getLogger("linerec.service")
+
+AUDIO_FILE = "audio.flac.age"
+MANIFEST_FILE = "manifest.age"
+
+
+class CallRecorder:
+    """Writes one call at a time into the spool: encrypted audio, then the signed manifest."""
+
+    def __init__(
+        self,
+        *,
+        config: DeviceConfig,
+        spool: Spool,
+        signing_key: Ed25519PrivateKey,
+        sample_rate: int,
+        on_sealed: Callable[[str], None] = lambda _rec_id: None,
+    ) -> None:
+        self._config = config
+        self._spool = spool
+        self._key = signing_key
+        self._rate = sample_rate
+        self._on_sealed = on_sealed
+        self._rec_id: str | None = None
+        self._writer: EncryptedFlacWriter | None = None
+
+    @property
+    def active(self) -> bool:
+        """True while a call's audio is being written."""
+        return self._writer is not None
+
+    def start(self, t: float) -> None:
+        """Open a new recording whose audio starts at ``t``."""
+        self._open(t)
+
+    def _open(self, t: float) -> EncryptedFlacWriter:
+        self._rec_id = new_recording_id(t)
+        folder = self._spool.begin(self._rec_id)
+        self._writer = EncryptedFlacWriter(
+            folder / AUDIO_FILE, recipients=self._config.archive.recipients, sample_rate=self._rate
+        )
+        return self._writer
+
+    def write(self, block: NDArray[np.int16]) -> None:
+        """Append captured audio to the open recording."""
+        if self._writer is not None:
+            self._writer.write(block)
+
+    def finish(self, call: Call) -> str:
+        """Close the call's audio (an unanswered call gets an empty one), sign, encrypt and seal."""
+        started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
+        writer = self._writer or self._open(started if started is not None else 0.0)
+        rec_id = self._rec_id
+        assert rec_id is not None
+        self._writer = None
+        self._rec_id = None
+        audio = writer.close()
+        manifest = self._manifest(rec_id, call, audio)
+        doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
+        _write_durably(audio.path.parent / MANIFEST_FILE, doc)
+        self._spool.seal(rec_id)
+        log.info("recording %s sealed (%.1f s, %d bytes)", rec_id, audio.duration_s, audio.size)
+        self._on_sealed(rec_id)
+        return rec_id
+
+    def _manifest(self, rec_id: str, call: Call, audio: EncodedAudio) -> Manifest:
+        started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
+        caller = call.caller_id.to_json() if call.caller_id is not None else None
+        return Manifest(
+            recording_id=rec_id,
+            device_id=self._config.device.id,
+            line=self._config.device.line_name,
+            started_at=utc_iso(started) or "",
+            answered_at=utc_iso(call.answered_at),
+            ended_at=utc_iso(call.ended_at) or "",
+            ring_count=call.ring_count,
+            answered=call.answered,
+            hangup_cause=str(call.hangup_cause or HangupCause.LINE_LOST),
+            caller_id=caller,
+            consent=None,
+            audio={
+                "codec": audio.codec,
+                "sample_rate": audio.sample_rate,
+                "channels": 1,
+                "frames": audio.frames,
+                "duration_s": round(audio.duration_s, 3),
+                "pcm_sha256": audio.pcm_sha256,
+                "trimmed": False,
+                "trim_map": [[0.0, round(audio.duration_s, 3)]] if audio.frames else [],
+                "dtmf": [],
+                "overflows": 0,
+            },
+            ciphertext={"file": AUDIO_FILE, "size": audio.size, "sha256": audio.sha256},
+            firmware_version=firmware_version(),
+        )
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    try:
+        with path.open("xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        msg = f"cannot write {path}: {exc.strerror}"
+        raise RecordingError(msg) from None
+
+
+class DeviceService:
+    """Runs the line: reads blocks, steps the call machine, records, seals and hands to the uplink."""
+
+    def __init__(
+        self,
+        *,
+        config: DeviceConfig,
+        backend: LineBackend,
+        spool: Spool,
+        signing_key: Ed25519PrivateKey,
+        uplink: Uplink | None = None,
+    ) -> None:
+        self._config = config
+        self._backend = backend
+        self._uplink = uplink
+        self._policy = calls.CallPolicy(ring_timeout_s=config.calls.ring_timeout_s)
+        self._recorder = CallRecorder(
+            config=config,
+            spool=spool,
+            signing_key=signing_key,
+            sample_rate=backend.sample_rate,
+            on_sealed=self._sealed,
+        )
+        self.recorded: list[str] = []
+        self.call: Call = calls.IDLE
+
+    def run(self, stop: threading.Event | None = None) -> list[str]:
+        """Serve the line until it closes or ``stop`` is set; returns the recordings sealed."""
+        block_s = self._backend.block_frames / self._backend.sample_rate
+        t = 0.0
+        while stop is None or not stop.is_set():
+            block = self._backend.read_block()
+            if block is None:
+                break
+            for event in block.events:
+                before = self.call
+                self.call, actions = calls.step(self.call, event)
+                self._announce(before, self.call, event)
+                self._act(actions)
+            t = block.t + block_s
+            self.call, actions = calls.tick(self.call, t, self._policy)
+            self._act(actions)
+            if self._recorder.active:
+                self._recorder.write(block.audio)
+        if self.call.state is not CallState.IDLE:
+            self._line_lost(t)
+        return self.recorded
+
+    def _line_lost(self, t: float) -> None:
+        """The line went away mid-call: keep what was recorded (a ringing call was never answered)."""
+        cause = HangupCause.UNANSWERED if self.call.state is CallState.RINGING else HangupCause.LINE_LOST
+        ended = dataclasses.replace(self.call, state=CallState.ENDED, ended_at=t, hangup_cause=cause)
+        self._act((StopRecording(t), CallEnded(t, ended)))
+        self.call = calls.IDLE
+
+    def _act(self, actions: tuple[calls.Action, ...]) -> None:
+        for action in actions:
+            if isinstance(action, StartRecording):
+                self._recorder.start(action.t)
+            elif isinstance(action, CallEnded):
+                self._recorder.finish(action.call)
+                self._event("ended", action.call)
+
+    def _announce(self, before: Call, after: Call, event: object) -> None:
+        if isinstance(event, RingStart) and after.state is CallState.RINGING:
+            self._event("ringing", after)
+        elif before.state is not CallState.ANSWERED and after.state is CallState.ANSWERED:
+            self._event("answered", after)
+
+    def _event(self, kind: str, call: Call) -> None:
+        if self._uplink is None:
+            return
+        facts: dict[str, object] = {"ring_count": call.ring_count, "line": self._config.device.line_name}
+        if kind == "ended":
+            facts["answered"] = call.answered
+            facts["hangup_cause"] = str(call.hangup_cause)
+        if self._config.uplink.events_include_caller_id and call.caller_id is not None:
+            facts["caller_id"] = {"number": call.caller_id.number, "name": call.caller_id.name}
+        self._uplink.publish_event(kind, **facts)
+
+    def _sealed(self, rec_id: str) -> None:
+        self.recorded.append(rec_id)
+        if self._uplink is not None:
+            self._uplink.notify()

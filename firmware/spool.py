@@ -1,0 +1,259 @@
+"""The durable outbox on the SD card: recordings wait here until the agent has stored them.
+
+Layout under the spool root::
+
+    incoming/<id>/   being written (encoder output); never touched by delivery
+    outbox/<id>/     sealed: manifest.age + audio.flac.age, waiting for the agent
+    rejected/<id>/   refused by the agent; kept for a person, with reason.txt
+    .trash/<id>/     acknowledged as stored, being deleted (emptied at start)
+
+Every change of state is a ``rename`` between these directories, followed by an
+``fsync`` of the directories involved, so a power cut leaves each recording
+whole in exactly one place. Files are flushed with ``fsync`` before they move.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.wire.errors import LinerecError
+from firmware.wire.messages import Ack, AckStatus
+from firmware.wire.topics import check_recording_id
+
+log = logging.getLogger("linerec.spool")
+
+MANIFEST_NAME = "manifest.age"
+AUDIO_NAME = "audio.flac.age"
+REASON_NAME = "reason.txt"
+DIR_MODE = 0o700
+
+
+class SpoolError(LinerecError, OSError):
+    """The spool cannot do what was asked: a missing recording, a full or read-only disk."""
+
+
+def _error(action: str, path: Path, exc: OSError) -> SpoolError:
+    """A SpoolError naming the path, keeping the errno of the cause (ENOSPC, EACCES...)."""
+    detail = exc.strerror or str(exc)
+    err = SpoolError(f"spool could not {action} {path}: {detail}")
+    err.errno = exc.errno
+    return err
+
+
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class SpooledRecording:
+    """A sealed recording in the outbox: its id and its two files."""
+
+    rec_id: str
+    manifest: Path
+    audio: Path
+
+    @property
+    def size(self) -> int:
+        """Size of the audio ciphertext in bytes."""
+        return self.audio.stat().st_size
+
+
+class Spool:
+    """The on-disk outbox of recordings between the encoder and the uplink.
+
+    Thread safety: ``begin``/``seal`` are called by the recorder and the other
+    methods by the uplink worker; they touch different directories, and every
+    move is one atomic ``rename``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.incoming = self.root / "incoming"
+        self.outbox = self.root / "outbox"
+        self.rejected = self.root / "rejected"
+        self.trash = self.root / ".trash"
+        for path in (self.root, self.incoming, self.outbox, self.rejected, self.trash):
+            if path.exists() and not path.is_dir():
+                msg = f"spool could not use {path}: it exists and is not a directory"
+                raise SpoolError(msg)
+            try:
+                path.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _error("create the directory", path, exc) from exc
+        self._empty_trash()
+
+    # -- recording side -------------------------------------------------------------
+
+    def begin(self, rec_id: str) -> Path:
+        """Make ``incoming/<id>/`` for a new recording and return it."""
+        check_recording_id(rec_id)
+        for parent in (self.incoming, self.outbox, self.rejected):
+            if (parent / rec_id).exists():
+                msg = f"spool already holds recording {rec_id} in {parent / rec_id}"
+                raise SpoolError(msg)
+        path = self.incoming / rec_id
+        try:
+            path.mkdir(mode=DIR_MODE)
+            _fsync_path(self.incoming, directory=True)
+        except OSError as exc:
+            raise _error("create the directory", path, exc) from exc
+        return path
+
+    def seal(self, rec_id: str) -> SpooledRecording:
+        """Flush a finished recording to disk and move it into the outbox."""
+        check_recording_id(rec_id)
+        src = self.incoming / rec_id
+        dst = self.outbox / rec_id
+        for name in (MANIFEST_NAME, AUDIO_NAME):
+            if not (src / name).is_file():
+                msg = f"spool cannot seal recording {rec_id}: {src / name} is missing"
+                raise SpoolError(msg)
+        if dst.exists():
+            msg = f"spool cannot seal recording {rec_id}: {dst} already exists"
+            raise SpoolError(msg)
+        step = src / MANIFEST_NAME
+        try:
+            _fsync_path(src / MANIFEST_NAME)
+            step = src / AUDIO_NAME
+            _fsync_path(src / AUDIO_NAME)
+            step = src
+            _fsync_path(src, directory=True)
+            src.rename(dst)
+            step = dst
+            _fsync_path(self.incoming, directory=True)
+            _fsync_path(self.outbox, directory=True)
+        except OSError as exc:
+            raise _error("flush and seal", step, exc) from exc
+        log.info("sealed recording %s (%d bytes)", rec_id, (dst / AUDIO_NAME).stat().st_size)
+        return self._recording(rec_id)
+
+    # -- delivery side --------------------------------------------------------------
+
+    def _recording(self, rec_id: str) -> SpooledRecording:
+        path = self.outbox / rec_id
+        return SpooledRecording(rec_id, path / MANIFEST_NAME, path / AUDIO_NAME)
+
+    def pending(self) -> list[SpooledRecording]:
+        """Sealed recordings waiting for delivery, oldest first (ids sort by time)."""
+        try:
+            names = sorted(entry.name for entry in os.scandir(self.outbox) if entry.is_dir())
+        except OSError as exc:
+            raise _error("list", self.outbox, exc) from exc
+        return [self._recording(name) for name in names]
+
+    def get(self, rec_id: str) -> SpooledRecording:
+        """The sealed recording ``rec_id``; SpoolError if it is not in the outbox."""
+        check_recording_id(rec_id)
+        if not (self.outbox / rec_id).is_dir():
+            msg = f"spool has no recording {rec_id} waiting in {self.outbox}"
+            raise SpoolError(msg)
+        return self._recording(rec_id)
+
+    def depth(self) -> int:
+        """How many recordings wait for delivery."""
+        return len(self.pending())
+
+    def bytes_pending(self) -> int:
+        """Total ciphertext bytes waiting for delivery."""
+        total = 0
+        for rec in self.pending():
+            try:
+                total += rec.size
+            except FileNotFoundError:
+                continue  # removed by the uplink while we counted
+            except OSError as exc:
+                raise _error("read the size of", rec.audio, exc) from exc
+        return total
+
+    def remove_delivered(self, rec_id: str, ack: Ack) -> None:
+        """Delete a recording the agent has acknowledged as stored; anything else is refused."""
+        if ack.rec_id != rec_id:
+            msg = f"spool refuses to delete recording {rec_id}: the ack is for {ack.rec_id}"
+            raise SpoolError(msg)
+        if ack.status is not AckStatus.STORED:
+            msg = f"spool refuses to delete recording {rec_id}: the ack says {ack.status}, not stored"
+            raise SpoolError(msg)
+        src = self.get(rec_id)
+        dst = self.trash / rec_id
+        # One rename takes it out of the outbox; the deletion after it may be cut short
+        # by a power loss and is finished at the next start.
+        try:
+            (self.outbox / rec_id).rename(dst)
+            _fsync_path(self.outbox, directory=True)
+            _fsync_path(self.trash, directory=True)
+        except OSError as exc:
+            raise _error("move the delivered recording to", dst, exc) from exc
+        self._delete_tree(dst)
+        log.info("removed delivered recording %s from %s", rec_id, src.audio.parent)
+
+    def quarantine(self, rec_id: str, reason: str) -> None:
+        """Move a recording the agent refused to ``rejected/<id>/`` with the reason."""
+        src = self.get(rec_id).audio.parent
+        dst = self.rejected / rec_id
+        if dst.exists():
+            msg = f"spool cannot quarantine recording {rec_id}: {dst} already exists"
+            raise SpoolError(msg)
+        reason_path = src / REASON_NAME
+        tmp = src / (REASON_NAME + ".tmp")
+        try:
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.write((reason or "no reason given") + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            tmp.replace(reason_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _error("write", reason_path, exc) from exc
+        try:
+            _fsync_path(src, directory=True)
+            src.rename(dst)
+            _fsync_path(self.outbox, directory=True)
+            _fsync_path(self.rejected, directory=True)
+        except OSError as exc:
+            raise _error("move the rejected recording to", dst, exc) from exc
+        log.warning("recording %s was rejected and kept in %s: %s", rec_id, dst, reason)
+
+    # -- start-up -------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Ids left in ``incoming/`` by a crash mid-recording; they are kept, never deleted."""
+        try:
+            ids = sorted(entry.name for entry in os.scandir(self.incoming) if entry.is_dir())
+        except OSError as exc:
+            raise _error("list", self.incoming, exc) from exc
+        for rec_id in ids:
+            log.warning(
+                "recording %s was never sealed (the recorder stopped mid-call); its files stay in %s",
+                rec_id,
+                self.incoming / rec_id,
+            )
+        return ids
+
+    def _empty_trash(self) -> None:
+        try:
+            leftovers = sorted(self.trash.iterdir())
+        except OSError as exc:
+            raise _error("list", self.trash, exc) from exc
+        for entry in leftovers:
+            self._delete_tree(entry)
+
+    def _delete_tree(self, path: Path) -> None:
+        try:
+            if path.is_dir():
+                for child in path.iterdir():
+                    child.unlink()
+                path.rmdir()
+            else:
+                path.unlink()
+            _fsync_path(self.trash, directory=True)
+        except OSError as exc:
+            # The recording is already out of the outbox; what is left is retried at start.
+            log.warning("%s", _error("delete", path, exc))

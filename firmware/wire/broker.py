@@ -1,0 +1,61 @@
+"""How to reach the MQTT broker: the settings both the device and the agent use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from firmware.wire.errors import LinerecError
+
+
+class BrokerSettingsError(LinerecError, ValueError):
+    """A broker setting has a value that cannot work."""
+
+
+PROTOCOLS = ("5", "3.1.1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokerSettings:
+    """Broker address, credentials and TLS files; checked when built."""
+
+    host: str = "localhost"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    protocol: str = "5"
+    keepalive_s: int = 30
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            msg = "mqtt.host is empty; give the broker's host name or address"
+            raise BrokerSettingsError(msg)
+        if not 0 < self.port < 65536:
+            msg = f"mqtt.port is {self.port}; expected 1-65535"
+            raise BrokerSettingsError(msg)
+        if self.protocol not in PROTOCOLS:
+            msg = f"mqtt.protocol is {self.protocol!r}; expected one of {', '.join(PROTOCOLS)}"
+            raise BrokerSettingsError(msg)
+        if self.password is not None and self.username is None:
+            msg = "mqtt.password is set but mqtt.username is not; set both or neither"
+            raise BrokerSettingsError(msg)
+        if (self.cert_file is None) != (self.key_file is None):
+            msg = "mqtt.cert_file and mqtt.key_file go together; set both or neither"
+            raise BrokerSettingsError(msg)
+        if not 5 <= self.keepalive_s <= 3600:
+            msg = f"mqtt.keepalive_s is {self.keepalive_s}; expected 5-3600"
+            raise BrokerSettingsError(msg)
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not self.tls:
+                msg = f"mqtt.{name} is set but mqtt.tls is false; enable TLS or drop the file"
+                raise BrokerSettingsError(msg)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` for messages."""
+        return f"{self.host}:{self.port}"

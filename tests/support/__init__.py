@@ -1,0 +1,1 @@
+"""Helpers that start real parts (broker, peers) for the tests."""
