@@ -135,7 +135,7 @@ def _utc(text: str) -> datetime | None:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def _fsync_path(path: Path) -> None:
+def fsync_path(path: Path) -> None:
     """Flush a file's or directory's contents and entry table to stable storage."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -329,7 +329,10 @@ class Archive:
         started = _utc(manifest.started_at)
         if started is None:
             # The id starts with the start time too; a garbled started_at must not lose the call.
-            started = datetime.strptime(manifest.recording_id[:8], "%Y%m%d").replace(tzinfo=UTC)
+            try:
+                started = datetime.strptime(manifest.recording_id[:8], "%Y%m%d").replace(tzinfo=UTC)
+            except ValueError:
+                started = datetime.fromtimestamp(self._clock(), UTC)
         return Path(manifest.device_id, f"{started:%Y}", f"{started:%m}", f"{started:%d}"), started
 
     def _make_dirs(self, relative: Path) -> None:
@@ -339,8 +342,8 @@ class Archive:
             parent, current = current, current / part
             if not current.is_dir():
                 current.mkdir(exist_ok=True)
-                _fsync_path(current)
-                _fsync_path(parent)
+                fsync_path(current)
+                fsync_path(parent)
 
     def store(self, manifest: Manifest, manifest_doc_age: bytes, ciphertext: Path) -> CallRow:
         """Move a verified recording's ciphertext into the archive, write its manifest, index it.
@@ -387,9 +390,7 @@ class Archive:
             log.info("stored recording %s at %s", manifest.recording_id, self.root / audio_rel)
             return self.get(manifest.recording_id)
 
-    def _place_files(
-        self, relative: Path, audio_rel: Path, manifest_rel: Path, doc: bytes, ciphertext: Path
-    ) -> None:
+    def _place_files(self, relative: Path, audio_rel: Path, manifest_rel: Path, doc: bytes, ciphertext: Path) -> None:
         """Rename the ciphertext into place and write the manifest; all fsynced, or nothing left."""
         target = self.root / relative
         step_path = target
@@ -404,12 +405,12 @@ class Archive:
                 os.fsync(out.fileno())
             tmp.replace(step_path)
             step_path = ciphertext
-            _fsync_path(ciphertext)
+            fsync_path(ciphertext)
             step_path = self.root / audio_rel
             ciphertext.replace(step_path)
             step_path = target
-            _fsync_path(target)
-            _fsync_path(ciphertext.parent)
+            fsync_path(target)
+            fsync_path(ciphertext.parent)
         except OSError as exc:
             self._unplace(audio_rel, manifest_rel, ciphertext)
             msg = f"cannot store a recording at {exc.filename or step_path}: {exc.strerror or exc}"

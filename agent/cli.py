@@ -185,7 +185,7 @@ def _export(cfg: config.AgentConfig, args: argparse.Namespace) -> int:
 def _decrypt_to(source: Path, target: Path, identities: list[X25519PrivateKey]) -> None:
     try:
         with source.open("rb") as src, target.open("xb") as out:
-            os.chmod(target, 0o600)
+            target.chmod(0o600)
             decryptor = age.Decryptor(src, identities)
             for piece in decryptor.chunks():
                 out.write(piece)

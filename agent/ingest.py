@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.archive import Archive
+from agent.archive import Archive, fsync_path
 from agent.errors import AgentError
 from firmware.wire import topics
 from firmware.wire.age import decrypt_bytes
@@ -89,14 +89,6 @@ class _Transfer:
         return self.directory / "manifest.age"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new bytes, never a mix."""
     tmp = path.with_name(path.name + ".tmp")
@@ -106,7 +98,20 @@ def _write_atomic(path: Path, data: bytes) -> None:
         out.flush()
         os.fsync(out.fileno())
     tmp.replace(path)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    """Write ``data`` at ``offset`` in ``path`` (created if need be) and fsync it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.pwrite(fd, view, offset + len(data) - len(view)) :]
+        # The data must be on disk before the ranges sidecar says it is held.
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _covered(ranges: list[Range], start: int, end: int) -> bool:
@@ -147,8 +152,6 @@ class Ingest:
         self._ready = threading.Event()
         self._client: mqtt.Client | None = None
         self._worker: threading.Thread | None = None
-
-    # --- waiting -----------------------------------------------------------------
 
     @property
     def stored_count(self) -> int:
@@ -248,9 +251,7 @@ class Ingest:
         if transfer.manifest_doc == payload:
             return []
         if transfer.manifest is not None and transfer.manifest.ciphertext != manifest.ciphertext:
-            log.warning(
-                "recording %s: a new manifest names other ciphertext; held bytes dropped", where.rec_id
-            )
+            log.warning("recording %s: a new manifest names other ciphertext; held bytes dropped", where.rec_id)
             self._discard_data(transfer)
         transfer.directory.mkdir(parents=True, exist_ok=True)
         _write_atomic(transfer.manifest_file, payload)
@@ -270,9 +271,11 @@ class Ingest:
                 msg = f"manifest names device {claimed} but came on the topic of device {where.device_id}"
                 raise _Refused(msg)
             manifest = verify_manifest(doc, key)
-        except (_Refused, SignatureError):
+        except _Refused:
             raise
-        except (WireError, TypeError, AttributeError) as exc:
+        except SignatureError as exc:
+            raise _Refused(str(exc)) from None
+        except WireError as exc:
             raise _Refused(f"manifest is malformed: {exc}") from None
         if manifest.recording_id != where.rec_id:
             msg = f"manifest is for recording {manifest.recording_id} but came on the topic of {where.rec_id}"
@@ -280,8 +283,6 @@ class Ingest:
         size = manifest.ciphertext["size"]
         if not 0 <= size <= MAX_TRANSFER:
             raise _Refused(f"manifest is malformed: ciphertext size {size} is outside 0..{MAX_TRANSFER}")
-        if not isinstance(manifest.answered_at, str | None):
-            raise _Refused(f"manifest is malformed: answered_at is {manifest.answered_at!r}; expected text")
         return manifest
 
     # --- transfer state on disk --------------------------------------------------
@@ -312,17 +313,11 @@ class Ingest:
         except FileNotFoundError:
             return []
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning(
-                "recording %s: unreadable %s (%s); starting over", transfer.rec_id, transfer.ranges_file, exc
-            )
+            log.warning("recording %s: unreadable %s (%s); starting over", transfer.rec_id, transfer.ranges_file, exc)
             return []
         on_disk = transfer.part.stat().st_size if transfer.part.exists() else 0
         if any(not 0 <= s < e <= on_disk for s, e in ranges):
-            log.warning(
-                "recording %s: %s does not hold the bytes its ranges name; starting over",
-                transfer.rec_id,
-                transfer.part,
-            )
+            log.warning("recording %s: %s lacks bytes its ranges name; starting over", transfer.rec_id, transfer.part)
             return []
         held: list[Range] = []
         for item in ranges:
@@ -353,39 +348,20 @@ class Ingest:
         try:
             chunk = decode_chunk(payload)
         except WireError as exc:
-            log.warning(
-                "recording %s of device %s: chunk %s dropped: %s",
-                where.rec_id,
-                where.device_id,
-                where.index,
-                exc,
-            )
+            log.warning("recording %s of device %s: chunk dropped: %s", where.rec_id, where.device_id, exc)
             return
         start, end = chunk.offset, chunk.offset + len(chunk.data)
         transfer = self._transfer(where)
         limit = transfer.manifest.ciphertext["size"] if transfer.manifest is not None else MAX_TRANSFER
         if end > limit:
             log.warning(
-                "recording %s: chunk at %d..%d lies beyond its %d bytes; dropped",
-                where.rec_id,
-                start,
-                end,
-                limit,
+                "recording %s: chunk at %d..%d is beyond its %d bytes; dropped", where.rec_id, start, end, limit
             )
             return
         if _covered(transfer.ranges, start, end):
             return
         transfer.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(transfer.part, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            view = memoryview(chunk.data)
-            while view:
-                written = os.pwrite(fd, view, start + len(chunk.data) - len(view))
-                view = view[written:]
-            # The data must be on disk before the sidecar says it is held.
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _write_at(transfer.part, start, chunk.data)
         transfer.ranges = merge_range(transfer.ranges, (start, end))
         self._save_ranges(transfer)
 
@@ -407,17 +383,10 @@ class Ingest:
             return self._ack(where, AckStatus.MISSING, ranges=held)
         actual = self._hash_part(transfer, size)
         if (fin.size, fin.sha256) != (size, expected) or actual != expected:
+            # Which side is wrong cannot be told from here; only a fresh copy of the bytes can help.
             log.warning(
-                "recording %s of device %s: received %d bytes with SHA-256 %s, fin says %d bytes %s,"
-                " manifest says %d bytes %s; the bytes are discarded and asked for again",
-                where.rec_id,
-                where.device_id,
-                size,
-                actual,
-                fin.size,
-                fin.sha256,
-                size,
-                expected,
+                "recording %s: bytes hash to %s, fin says %d bytes %s, manifest %d bytes %s; bytes discarded",
+                *(where.rec_id, actual, fin.size, fin.sha256, size, expected),
             )
             self._discard_data(transfer)
             return self._ack(where, AckStatus.MISSING)
@@ -500,9 +469,7 @@ class Ingest:
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     log.info("ack on %s not sent now (%s); the device will ask again", topic, info.rc)
 
-    def _on_connect(
-        self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any
-    ) -> None:
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode, _props: Any) -> None:
         if reason.is_failure:
             log.error("broker %s refused the connection: %s", self._broker.address, reason)
             return

@@ -189,7 +189,7 @@ def _step_ringing(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...
         case OffHook(t=t):
             return _answer(call, t)
         case BackendHealth(t=t, healthy=False):
-            return _end(call, t, HangupCause.LINE_LOST)
+            return _end(call, t, HangupCause.UNANSWERED)
         case _:
             return call, _NO_ACTIONS
 
@@ -210,8 +210,9 @@ def _step_answered(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ..
 def step(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
     """The call after ``event``, and what to do about it.
 
-    An unhealthy :class:`BackendHealth` ends a ringing or answered call as
-    ``LINE_LOST``. Events that make no sense in the current state are ignored.
+    An unhealthy :class:`BackendHealth` ends an answered call as ``LINE_LOST``
+    and a ringing one as ``UNANSWERED`` (nobody picked it up). Events that make no
+    sense in the current state are ignored.
     """
     if call.state is CallState.RINGING:
         return _step_ringing(call, event)
@@ -238,7 +239,13 @@ def tick(call: Call, now: float, policy: CallPolicy) -> tuple[Call, tuple[Action
 
 
 def line_lost(call: Call, t: float) -> tuple[Call, tuple[Action, ...]]:
-    """The call when the backend is gone for good (``read_block`` returned None)."""
-    if call.state in (CallState.RINGING, CallState.ANSWERED):
+    """The call when the backend is gone for good (``read_block`` returned None).
+
+    An answered call ends as ``LINE_LOST``; a ringing one was never picked up, so
+    it ends as ``UNANSWERED``.
+    """
+    if call.state is CallState.ANSWERED:
         return _end(call, t, HangupCause.LINE_LOST)
+    if call.state is CallState.RINGING:
+        return _end(call, t, HangupCause.UNANSWERED)
     return IDLE, _NO_ACTIONS

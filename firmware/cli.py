@@ -94,8 +94,7 @@ def _run(path: Path) -> int:
         raise ConfigError(msg)
     key = load_or_create_signing_key(cfg.device.signing_key_path)
     spool = Spool(cfg.device.spool_dir)
-    for rec_id in spool.recover():
-        log.warning("recording %s was interrupted and is kept in the spool's incoming folder", rec_id)
+    spool.recover()  # logs each interrupted recording; none is ever deleted
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

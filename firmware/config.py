@@ -13,7 +13,7 @@ from typing import Any
 
 from firmware.wire import age
 from firmware.wire.broker import BrokerSettings
-from firmware.wire.errors import AgeError, ConfigError, WireError
+from firmware.wire.errors import AgeError, WireError
 from firmware.wire.settings import Table, broker_settings, check_sections, load_toml
 from firmware.wire.topics import check_device_id
 

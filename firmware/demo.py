@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from agent.archive import Archive, CallRow
 from agent.ingest import Ingest
 from firmware.config import ArchiveSettings, DeviceConfig, DeviceSettings, SimSettings, UplinkSettings
@@ -131,7 +133,7 @@ def run(options: DemoOptions, out: TextIO) -> list[CallRow]:
         settings = broker.start() if broker else parse_broker(options.broker or "")
         print(f"broker: {'embedded at ' if broker else ''}{settings.address}", file=out)
         try:
-            rows = _play(options, work, identity, key, settings, out)
+            rows = _play(options, work, identity=identity, key=key, settings=settings, out=out)
         finally:
             if broker:
                 broker.stop()
@@ -140,7 +142,7 @@ def run(options: DemoOptions, out: TextIO) -> list[CallRow]:
 
 
 def _play(
-    options: DemoOptions, work: Path, identity: str, key: object, settings: BrokerSettings, out: TextIO
+    options: DemoOptions, work: Path, *, identity: str, key: Ed25519PrivateKey, settings: BrokerSettings, out: TextIO
 ) -> list[CallRow]:
     config = DeviceConfig(
         device=DeviceSettings(id=DEVICE_ID, line="sim", state_dir=work / "device"),
@@ -150,7 +152,7 @@ def _play(
         sim=SimSettings(calls=options.calls, realtime=options.realtime),
     )
     with Archive(work / "archive") as archive:
-        archive.enrol(DEVICE_ID, public_key_text(key))  # type: ignore[arg-type]
+        archive.enrol(DEVICE_ID, public_key_text(key))
         ingest = Ingest(archive=archive, identities=[age.parse_identity(identity)], broker=settings)
         ingest.start()
         spool = Spool(config.device.spool_dir)
@@ -162,7 +164,7 @@ def _play(
             print(f"playing {len(script)} scripted calls on the simulated line...", file=out)
             with SimLine(script, sample_rate=config.audio.sample_rate, clock=clock) as line:
                 service = DeviceService(
-                    config=config, backend=line, spool=spool, signing_key=key, uplink=uplink  # type: ignore[arg-type]
+                    config=config, backend=line, spool=spool, signing_key=key, uplink=uplink
                 )
                 recorded = service.run()
             print(f"recorded {len(recorded)} calls; delivering...", file=out)

@@ -198,7 +198,7 @@ def file_sha256(path: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as f:
-        while piece := f.read(1 << 20):
+        while piece := f.read(1 << 16):
             digest.update(piece)
             size += len(piece)
     return size, digest.hexdigest()

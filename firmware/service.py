@@ -7,7 +7,6 @@ never in an audio callback.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import threading
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from numpy.typing import NDArray
 
 from firmware import calls
-from firmware.calls import Call, CallEnded, CallState, HangupCause, StartRecording, StopRecording
+from firmware.calls import Call, CallEnded, CallState, HangupCause, StartRecording
 from firmware.config import DeviceConfig
 from firmware.encoder import EncodedAudio, EncryptedFlacWriter
 from firmware.errors import RecordingError
@@ -181,16 +180,9 @@ class DeviceService:
             self._act(actions)
             if self._recorder.active:
                 self._recorder.write(block.audio)
-        if self.call.state is not CallState.IDLE:
-            self._line_lost(t)
+        self.call, actions = calls.line_lost(self.call, t)
+        self._act(actions)
         return self.recorded
-
-    def _line_lost(self, t: float) -> None:
-        """The line went away mid-call: keep what was recorded (a ringing call was never answered)."""
-        cause = HangupCause.UNANSWERED if self.call.state is CallState.RINGING else HangupCause.LINE_LOST
-        ended = dataclasses.replace(self.call, state=CallState.ENDED, ended_at=t, hangup_cause=cause)
-        self._act((StopRecording(t), CallEnded(t, ended)))
-        self.call = calls.IDLE
 
     def _act(self, actions: tuple[calls.Action, ...]) -> None:
         for action in actions:
@@ -207,17 +199,26 @@ class DeviceService:
             self._event("answered", after)
 
     def _event(self, kind: str, call: Call) -> None:
-        if self._uplink is None:
-            return
         facts: dict[str, object] = {"ring_count": call.ring_count, "line": self._config.device.line_name}
         if kind == "ended":
             facts["answered"] = call.answered
             facts["hangup_cause"] = str(call.hangup_cause)
+        log.info("line %s: %s %s", self._config.device.line_name, kind, _describe(kind, call))
         if self._config.uplink.events_include_caller_id and call.caller_id is not None:
             facts["caller_id"] = {"number": call.caller_id.number, "name": call.caller_id.name}
-        self._uplink.publish_event(kind, **facts)
+        if self._uplink is not None:
+            self._uplink.publish_event(kind, **facts)
 
     def _sealed(self, rec_id: str) -> None:
         self.recorded.append(rec_id)
         if self._uplink is not None:
             self._uplink.notify()
+
+
+def _describe(kind: str, call: Call) -> str:
+    """A few words for the log about the call at this event (the log never shows the number)."""
+    if kind == "ringing":
+        return f"(ring {call.ring_count})"
+    if kind == "answered":
+        return "(caller ID received)" if call.caller_id is not None else "(no caller ID yet)"
+    return f"({call.hangup_cause}, {'answered' if call.answered else 'not answered'})"

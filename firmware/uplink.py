@@ -140,18 +140,13 @@ class Uplink:
     # -- setup ----------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        client_id = f"linerec-{self._device_id}"
-        if self._broker.protocol == "5":
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=MQTTProtocolVersion.MQTTv5
-            )
-        else:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                protocol=MQTTProtocolVersion.MQTTv311,
-                clean_session=True,
-            )
+        v5 = self._broker.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"linerec-{self._device_id}",
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else True,  # MQTT 5 takes clean_start at connect instead
+        )
         if self._broker.username is not None:
             client.username_pw_set(self._broker.username, self._broker.password)
         if self._broker.tls:
@@ -180,12 +175,11 @@ class Uplink:
         if self._thread is not None:
             msg = "uplink is already started; make a new Uplink to start again"
             raise UplinkError(msg)
-        if self._broker.protocol == "5":
-            self._client.connect_async(
-                self._broker.host, self._broker.port, self._broker.keepalive_s, clean_start=True
-            )
-        else:
-            self._client.connect_async(self._broker.host, self._broker.port, self._broker.keepalive_s)
+        # Every connection starts a clean session: the spool, not the broker, holds what is unsent.
+        clean_start = True if self._broker.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        self._client.connect_async(
+            self._broker.host, self._broker.port, self._broker.keepalive_s, clean_start=clean_start
+        )
         self._client.loop_start()
         self._heartbeat = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="linerec-uplink", daemon=True)
@@ -221,7 +215,7 @@ class Uplink:
 
     def publish_event(self, kind: str, **facts: object) -> None:
         """Publish a line event at QoS 1 without waiting; a dead broker is logged, not raised."""
-        payload = encode_event(kind, **facts)
+        payload = encode_event(kind, facts)
         if not self.connected:
             log.warning("event %r not sent: the broker %s is not connected", kind, self._broker.address)
             return
@@ -280,19 +274,12 @@ class Uplink:
         if was_connected and not self._stopping:
             log.warning("lost the broker %s: %s", self._broker.address, reason_code)
 
-    def _on_subscribe(
-        self, _c: mqtt.Client, _u: Any, mid: int, reason_codes: list[ReasonCode], _p: Any
-    ) -> None:
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, reason_codes: list[ReasonCode], _p: Any) -> None:
         with self._cond:
             if mid != self._sub_mid:
                 return
             if any(rc.is_failure for rc in reason_codes):
-                log.error(
-                    "broker %s refused the subscription to %s: %s",
-                    self._broker.address,
-                    topics.ack(self._device_id),
-                    ", ".join(str(rc) for rc in reason_codes),
-                )
+                log.error("broker %s refused the ack subscription: %s", self._broker.address, reason_codes)
                 return
             self._subscribed = True
             self._cond.notify_all()
@@ -334,17 +321,22 @@ class Uplink:
                     return
 
     def _cycle(self) -> None:
-        self._check_stop()
+        self._wait_for(lambda: True, 0)  # raises _Stopping once stop() was called
         self._handle_stray_acks()
         if self.connected:
             self._maybe_publish_status()
         pending = self._spool.pending()
         if not pending:
-            self._wait_for(lambda: self._wake or self._status_due or bool(self._acks), WAIT_SLICE_S * 2)
+            self._wait_for(
+                lambda: self._wake or (self._status_due and self._connected) or bool(self._acks),
+                WAIT_SLICE_S * 2,
+            )
             with self._cond:
                 self._wake = False
             return
-        if not self._ready():
+        with self._cond:
+            ready = self._connected and self._subscribed
+        if not ready:
             self._wait_for(lambda: self._connected and self._subscribed, WAIT_SLICE_S * 2)
             return
         rec = pending[0]
@@ -355,15 +347,6 @@ class Uplink:
             self._back_off()
         else:
             self._failures = 0
-
-    def _ready(self) -> bool:
-        with self._cond:
-            return self._connected and self._subscribed
-
-    def _check_stop(self) -> None:
-        with self._cond:
-            if self._stopping:
-                raise _Stopping
 
     def _check_link(self, generation: int) -> None:
         with self._cond:
@@ -387,11 +370,15 @@ class Uplink:
         deadline = time.monotonic() + delay
         with self._cond:
             generation = self._generation
+
+        def reconnected() -> bool:
+            return self._generation != generation and self._connected
+
         while (remaining := deadline - time.monotonic()) > 0:
             self._heartbeat = time.monotonic()
-            self._wait_for(lambda: self._generation != generation, min(remaining, WAIT_SLICE_S))
+            self._wait_for(reconnected, min(remaining, WAIT_SLICE_S))
             with self._cond:
-                if self._generation != generation and self._connected:
+                if reconnected():
                     return
 
     # -- status ---------------------------------------------------------------------
@@ -403,14 +390,12 @@ class Uplink:
                 facts.update(self._status_facts())
             except Exception:
                 log.exception("status_facts failed; publishing the status without its facts")
-        for reserved in ("state", "v"):
-            facts.pop(reserved, None)
         try:
             facts["spool_depth"] = self._spool.depth()
             facts["spool_bytes"] = self._spool.bytes_pending()
         except SpoolError as exc:
             log.error("%s", exc)
-        return encode_status(state, **facts)
+        return encode_status(state, facts)
 
     def _maybe_publish_status(self) -> None:
         depth = self._spool.depth()
@@ -419,13 +404,13 @@ class Uplink:
             self._status_due = False
         if not due:
             return
-        info = self._client.publish(
-            topics.status(self._device_id), self._status_payload("online"), qos=1, retain=True
-        )
+        info = self._client.publish(topics.status(self._device_id), self._status_payload("online"), qos=1, retain=True)
         if info.rc == mqtt.MQTT_ERR_SUCCESS:
             self._published_depth = depth
         else:
             log.warning("could not publish the status: %s", mqtt.error_string(info.rc))
+            with self._cond:
+                self._status_due = True
 
     # -- acks -----------------------------------------------------------------------
 
@@ -485,12 +470,8 @@ class Uplink:
         self._spool.quarantine(ack.rec_id, ack.reason)
         self._attempts.pop(ack.rec_id, None)
         self._fins.pop(ack.rec_id, None)
-        log.error(
-            "the agent rejected recording %s (%s); it is kept in %s",
-            ack.rec_id,
-            ack.reason or "no reason given",
-            self._spool.rejected / ack.rec_id,
-        )
+        where = self._spool.rejected / ack.rec_id
+        log.error("the agent rejected recording %s (%s); it is kept in %s", ack.rec_id, ack.reason, where)
 
     # -- transfer -------------------------------------------------------------------
 
@@ -499,15 +480,17 @@ class Uplink:
         self._attempts[rec.rec_id] = attempt + 1
         with self._cond:
             generation = self._generation
-        fin = self._fins.get(rec.rec_id)
-        if fin is None or attempt % FULL_SEND_EVERY == 0:
+        tally = _Tally()
+        if attempt % FULL_SEND_EVERY == 0:
             log.info("sending recording %s (%d bytes)", rec.rec_id, rec.size)
-            tally = _Tally()
-            manifest = [(topics.manifest(self._device_id, rec.rec_id), rec.manifest.read_bytes())]
-            self._send(itertools.chain(manifest, self._chunks(rec, None, tally)), generation)
-            fin = self._fins[rec.rec_id] = Fin(tally.size, tally.sha.hexdigest())
+            self._send(itertools.chain([self._manifest(rec)], self._chunks(rec, None, tally)), generation)
         else:
             log.info("resuming recording %s: asking the agent what it lacks", rec.rec_id)
+            if rec.rec_id not in self._fins:  # the first attempt broke off mid-file: hash it now
+                with rec.audio.open("rb") as fh:
+                    while data := fh.read(self._chunk_size):
+                        tally.add(data)
+        fin = self._fins.setdefault(rec.rec_id, Fin(tally.size, tally.sha.hexdigest()))
         for _round in range(MAX_MISSING_ROUNDS + 1):
             with self._cond:
                 mark = self._ack_seq  # acks up to here answer an earlier fin
@@ -529,16 +512,12 @@ class Uplink:
             gaps = [(0, size)]  # it says missing yet holds every byte: it no longer trusts its copy
         cs = self._chunk_size
         indexes = sorted({i for start, end in gaps for i in range(start // cs, (end - 1) // cs + 1)})
-        log.info(
-            "agent lacks %s of recording %s; resending %d chunk(s)%s",
-            gaps,
-            rec.rec_id,
-            len(indexes),
-            " and the manifest" if ack.need_manifest else "",
-        )
-        manifest = [(topics.manifest(self._device_id, rec.rec_id), rec.manifest.read_bytes())]
-        first = manifest if ack.need_manifest else []
+        log.info("agent lacks %s of %s; resending %d chunk(s)", gaps, rec.rec_id, len(indexes))
+        first = [self._manifest(rec)] if ack.need_manifest else []
         self._send(itertools.chain(first, self._chunks(rec, indexes)), generation)
+
+    def _manifest(self, rec: SpooledRecording) -> tuple[str, bytes]:
+        return topics.manifest(self._device_id, rec.rec_id), rec.manifest.read_bytes()
 
     def _chunks(
         self, rec: SpooledRecording, indexes: list[int] | None, tally: _Tally | None = None

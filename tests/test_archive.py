@@ -44,7 +44,11 @@ def make_manifest(
         caller_id=caller_id,
         consent={"rule": "one-party", "jurisdiction": "US-NY"},
         audio={"codec": "flac", "sample_rate": 8000, "duration_s": 121.5},
-        ciphertext={"file": f"{rec_id}.flac.age", "size": len(ciphertext), "sha256": hashlib.sha256(ciphertext).hexdigest()},
+        ciphertext={
+            "file": f"{rec_id}.flac.age",
+            "size": len(ciphertext),
+            "sha256": hashlib.sha256(ciphertext).hexdigest(),
+        },
         firmware_version="0.1.0",
     )
 
@@ -176,7 +180,7 @@ def test_store_fsyncs_both_files_and_the_new_directories(archive: Archive, monke
     real_fsync = os.fsync
 
     def recording_fsync(fd: int) -> None:
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
         real_fsync(fd)
 
     monkeypatch.setattr(agent.archive.os, "fsync", recording_fsync)
@@ -263,17 +267,19 @@ def test_call_row_json_holds_what_a_listing_shows(archive: Archive) -> None:
     assert shown["answered"] is True
 
 
-def test_rejections_are_kept_and_logged(
-    archive: Archive, clock: Clock, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_rejections_are_kept_and_logged(archive: Archive, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="linerec.agent.archive"):
         archive.log_rejection("pi-rogue", REC_ID, "device pi-rogue is not enrolled")
         archive.log_rejection(DEVICE, None, "status message is not JSON")
     assert archive.rejections() == [
-        {"at": "2023-11-14T22:13:20.000Z", "device": "pi-rogue", "rec_id": REC_ID,
-         "reason": "device pi-rogue is not enrolled"},
+        {
+            "at": "2023-11-14T22:13:20.000Z",
+            "device": "pi-rogue",
+            "rec_id": REC_ID,
+            "reason": "device pi-rogue is not enrolled",
+        },
         {"at": "2023-11-14T22:13:20.000Z", "device": DEVICE, "rec_id": None, "reason": "status message is not JSON"},
-    ]  # fmt: skip
+    ]
     assert f"rejected {REC_ID} from device pi-rogue: device pi-rogue is not enrolled" in caplog.messages
 
 
@@ -306,8 +312,7 @@ def test_an_index_from_a_newer_agent_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError) as caught:
         Archive(tmp_path)
     assert str(caught.value) == (
-        f"archive index {db_path} has schema version 99; this agent knows versions up to"
-        f" {agent.archive.SCHEMA_VERSION}"
+        f"archive index {db_path} has schema version 99; this agent knows versions up to {agent.archive.SCHEMA_VERSION}"
     )
 
 

@@ -65,9 +65,7 @@ def test_first_ring_starts_ringing() -> None:
 
 
 def test_further_rings_are_counted_and_ring_end_is_tracked() -> None:
-    call, actions = run(
-        [RingStart(100.0), RingEnd(102.0, 2.0), RingStart(106.0), RingEnd(108.0, 2.0)]
-    )
+    call, actions = run([RingStart(100.0), RingEnd(102.0, 2.0), RingStart(106.0), RingEnd(108.0, 2.0)])
     assert (call.state, call.ring_count) == (CallState.RINGING, 2)
     assert (call.first_ring_at, call.last_ring_at) == (100.0, 108.0)
     assert actions == []
@@ -142,9 +140,7 @@ def test_on_hook_after_a_loop_drop_is_ignored() -> None:
 
 def test_call_waiting_rings_do_not_restart_the_call() -> None:
     call = answered_call()
-    after, actions = run(
-        [RingStart(120.0), RingEnd(120.3, 0.3), CallerIdReceived(120.5, UK)], call
-    )
+    after, actions = run([RingStart(120.0), RingEnd(120.3, 0.3), CallerIdReceived(120.5, UK)], call)
     assert after == call
     assert actions == []
 
@@ -188,11 +184,30 @@ def test_healthy_report_changes_nothing() -> None:
     assert step(call, BackendHealth(125.0, healthy=True, detail="ok")) == (call, ())
 
 
-def test_line_lost_ends_a_call_in_progress() -> None:
+def test_line_lost_ends_an_answered_call_as_line_lost() -> None:
     call, actions = line_lost(answered_call(), 140.0)
     assert call == IDLE
     assert [type(a) for a in actions] == [StopRecording, CallEnded]
+    assert isinstance(actions[1], CallEnded)
+    assert actions[1].call.hangup_cause is HangupCause.LINE_LOST
     assert line_lost(IDLE, 140.0) == (IDLE, ())
+
+
+def test_line_lost_while_ringing_is_an_unanswered_call() -> None:
+    call, actions = line_lost(ringing_call(), 104.0)
+    assert call == IDLE
+    (ended,) = actions
+    assert isinstance(ended, CallEnded)
+    assert ended.call.hangup_cause is HangupCause.UNANSWERED
+    assert ended.call.caller_id == ACME
+
+
+def test_unhealthy_backend_while_ringing_ends_it_unanswered() -> None:
+    call, actions = step(ringing_call(), BackendHealth(104.0, healthy=False, detail="usb gone"))
+    assert call == IDLE
+    (ended,) = actions
+    assert isinstance(ended, CallEnded)
+    assert ended.call.hangup_cause is HangupCause.UNANSWERED
 
 
 @pytest.mark.parametrize(
@@ -222,13 +237,11 @@ def test_an_ended_call_handed_back_behaves_as_idle() -> None:
 
 # --- random event sequences -------------------------------------------------------------
 
-_event_kinds = st.sampled_from(
-    ["ring", "ring-end", "cid", "off", "on", "drop", "reverse", "sick", "well", "tick"]
-)
+_event_kinds = st.sampled_from(["ring", "ring-end", "cid", "off", "on", "drop", "reverse", "sick", "well", "tick"])
 
 
 def _make(kind: str, t: float) -> LineEvent | None:
-    return {
+    events: dict[str, LineEvent] = {
         "ring": RingStart(t),
         "ring-end": RingEnd(t, 2.0),
         "cid": CallerIdReceived(t, ACME),
@@ -238,7 +251,8 @@ def _make(kind: str, t: float) -> LineEvent | None:
         "reverse": PolarityReversal(t),
         "sick": BackendHealth(t, healthy=False, detail="x"),
         "well": BackendHealth(t, healthy=True, detail="ok"),
-    }.get(kind)
+    }
+    return events.get(kind)
 
 
 @settings(max_examples=300)

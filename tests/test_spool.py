@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import random
 import subprocess
 from collections.abc import Callable, Iterator
@@ -51,8 +50,9 @@ def test_pending_lists_sealed_recordings_oldest_first(tmp_path: Path) -> None:
     for size, rec_id in enumerate(IDS, start=1):
         fill(spool, rec_id, size=size * 100)
         sealed = spool.seal(rec_id)
-        assert sealed == SpooledRecording(rec_id, tmp_path / "outbox" / rec_id / MANIFEST_NAME,
-                                          tmp_path / "outbox" / rec_id / AUDIO_NAME)
+        assert sealed == SpooledRecording(
+            rec_id, tmp_path / "outbox" / rec_id / MANIFEST_NAME, tmp_path / "outbox" / rec_id / AUDIO_NAME
+        )
     assert [r.rec_id for r in spool.pending()] == sorted(IDS)
     assert [r.size for r in spool.pending()] == [200, 100, 300]
     assert spool.depth() == 3
@@ -100,9 +100,7 @@ def test_get_names_a_recording_that_is_not_waiting(tmp_path: Path) -> None:
         (Ack(IDS[1], AckStatus.STORED), f"the ack is for {IDS[1]}"),
     ],
 )
-def test_remove_refuses_anything_but_a_stored_ack_for_that_recording(
-    tmp_path: Path, ack: Ack, why: str
-) -> None:
+def test_remove_refuses_anything_but_a_stored_ack_for_that_recording(tmp_path: Path, ack: Ack, why: str) -> None:
     spool = Spool(tmp_path)
     audio = fill(spool, IDS[0])
     rec = spool.seal(IDS[0])
@@ -152,9 +150,7 @@ def test_quarantine_keeps_the_files_with_the_reason(tmp_path: Path) -> None:
         spool.begin(IDS[0])
 
 
-def test_recover_lists_unsealed_recordings_and_keeps_them(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_recover_lists_unsealed_recordings_and_keeps_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     spool = Spool(tmp_path)
     fill(spool, IDS[0])
     spool.begin(IDS[2])  # crashed before the encoder wrote anything
@@ -227,7 +223,7 @@ def test_full_disk_on_quarantine_loses_nothing(small_tmpfs: Callable[[str], Path
     assert isinstance(info.value, OSError)
     rec = spool.get(IDS[0])
     assert rec.audio.read_bytes() == audio
-    assert sorted(os.listdir(rec.audio.parent)) == [AUDIO_NAME, MANIFEST_NAME]
+    assert sorted(p.name for p in rec.audio.parent.iterdir()) == [AUDIO_NAME, MANIFEST_NAME]
     # Space comes back: the same call now works.
     (tiny_disk / "ballast").unlink()
     spool.quarantine(IDS[0], "refused")

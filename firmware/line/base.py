@@ -140,9 +140,7 @@ class BackendHealth:
     detail: str
 
 
-LineEvent = (
-    RingStart | RingEnd | CallerIdReceived | OffHook | OnHook | LoopDrop | PolarityReversal | BackendHealth
-)
+LineEvent = RingStart | RingEnd | CallerIdReceived | OffHook | OnHook | LoopDrop | PolarityReversal | BackendHealth
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,6 +65,9 @@ CPC_DURATION_S = 0.6
 # After the far end hangs up, the local phone goes down this much later.
 LOCAL_HANGUP_AFTER_CPC_S = 1.0
 LONG_SILENCE_S = 2.0
+# A missed call leaves the line idle this long after its last ring: longer than the
+# usual ring timeout, so the call is over before the next one starts ringing.
+MISSED_CALL_SETTLE_S = 10.0
 TRAILING_IDLE_S = 1.0
 
 
@@ -299,23 +302,28 @@ class _Planner:
                 burst.events.append((burst.start, RingStart(self._t(burst.start))))
                 burst.events.append((burst.end, RingEnd(self._t(burst.end), burst.frames / self._rate)))
                 yield burst
-                last_burst = pair_index == len(pairs) - 1
-                answer_now = call.answered and ring == call.rings and last_burst
-                gap_s = min(off_s, ANSWER_DELAY_S) if answer_now else off_s
-                # After the caller's last ring the line is simply idle again.
-                gave_up = last_burst and ring == call.rings and not call.answered
-                gap = self._segment(gap_s, "idle" if gave_up else "ring-off", RING_NOISE_DBFS)
-                if ring == 1 and last_burst:
-                    cid_frame = gap.start + self._frames(CALLER_ID_DELAY_S)
-                    # Picking up before the data has arrived cuts it off, as on a real line.
-                    event = self._caller_id_event(call, cid_frame) if cid_frame < gap.end else None
-                    if event is not None:
-                        gap.events.append(event)
-                if answer_now:
-                    gap.events.append((gap.end, OffHook(self._t(gap.end))))
-                yield gap
+                cycle_end = pair_index == len(pairs) - 1
+                yield self._after_burst(
+                    call, off_s, first=cycle_end and ring == 1, last=cycle_end and ring == call.rings
+                )
         if call.answered and call.rings == 0:
             yield self._off_hook_marker()
+
+    def _after_burst(self, call: ScriptedCall, off_s: float, *, first: bool, last: bool) -> _Segment:
+        """The quiet after a burst: caller ID after the first ring, the answer or the give-up after the last."""
+        if last and not call.answered:
+            gap = self._segment(max(off_s, MISSED_CALL_SETTLE_S), "idle", IDLE_NOISE_DBFS)
+        else:
+            gap = self._segment(min(off_s, ANSWER_DELAY_S) if last else off_s, "ring-off", RING_NOISE_DBFS)
+        if first:
+            cid_frame = gap.start + self._frames(CALLER_ID_DELAY_S)
+            # Picking up before the data has arrived cuts it off, as on a real line.
+            event = self._caller_id_event(call, cid_frame) if cid_frame < gap.end else None
+            if event is not None:
+                gap.events.append(event)
+        if last and call.answered:
+            gap.events.append((gap.end, OffHook(self._t(gap.end))))
+        return gap
 
     def _off_hook_marker(self) -> _Segment:
         segment = self._segment(0.0, "pause", IDLE_NOISE_DBFS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -81,9 +82,12 @@ class Manifest:
         if missing:
             msg = f"manifest lacks the fields {', '.join(missing)}"
             raise WireError(msg)
-        unknown = {k: obj.pop(k) for k in list(obj) if k not in names}
-        obj.setdefault("extra", {}).update(unknown)
-        manifest = cls(**obj)
+        extra = obj.pop("extra", {})
+        if not isinstance(extra, dict):
+            msg = "manifest field 'extra' must be an object"
+            raise WireError(msg)
+        extra.update({k: obj.pop(k) for k in list(obj) if k not in names})
+        manifest = cls(**obj, extra=extra)
         manifest.check()
         return manifest
 
@@ -92,19 +96,23 @@ class Manifest:
         check_recording_id(self.recording_id)
         check_device_id(self.device_id)
         for name in ("line", "started_at", "ended_at", "hangup_cause", "firmware_version"):
-            if not isinstance(getattr(self, name), str):
-                msg = f"manifest field {name!r} is {getattr(self, name)!r}; expected text"
-                raise WireError(msg)
-        if not isinstance(self.ring_count, int) or not isinstance(self.answered, bool):
-            msg = "manifest fields 'ring_count' and 'answered' must be an integer and a boolean"
-            raise WireError(msg)
+            _expect(self, name, str, "text")
+        _expect(self, "answered_at", (str, type(None)), "text or null")
+        _expect(self, "ring_count", int, "an integer")
+        _expect(self, "answered", bool, "true or false")
+        for name in ("caller_id", "consent"):
+            _expect(self, name, (dict, type(None)), "an object or null")
         for name in ("audio", "ciphertext"):
-            if not isinstance(getattr(self, name), dict):
-                msg = f"manifest field {name!r} must be an object"
-                raise WireError(msg)
+            _expect(self, name, dict, "an object")
         size, digest = self.ciphertext.get("size"), self.ciphertext.get("sha256")
-        if not isinstance(size, int) or not isinstance(digest, str) or len(digest) != 64:
-            msg = "manifest field 'ciphertext' must hold an integer size and a hex sha256"
+        if (
+            not isinstance(size, int)
+            or isinstance(size, bool)
+            or size < 0
+            or not isinstance(digest, str)
+            or not re.fullmatch(r"[0-9a-f]{64}", digest)
+        ):
+            msg = "manifest field 'ciphertext' must hold a size in bytes and a 64-digit hex sha256"
             raise WireError(msg)
 
     @property
@@ -112,6 +120,14 @@ class Manifest:
         """Seconds of audio in the recording as captured."""
         value = self.audio.get("duration_s", 0.0)
         return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _expect(manifest: Manifest, name: str, kinds: type | tuple[type, ...], what: str) -> None:
+    value = getattr(manifest, name)
+    wrong_bool = isinstance(value, bool) and kinds is int
+    if not isinstance(value, kinds) or wrong_bool:
+        msg = f"manifest field {name!r} is {value!r}; expected {what}"
+        raise WireError(msg)
 
 
 def sign_manifest(manifest: Manifest, key: Ed25519PrivateKey) -> bytes:

@@ -76,7 +76,8 @@ def _load_json(payload: bytes, what: str) -> dict[str, Any]:
 
 
 def _dump_json(value: dict[str, Any]) -> bytes:
-    return json.dumps({"v": PROTOCOL_VERSION, **value}, separators=(",", ":")).encode()
+    # The version comes last so that no caller-supplied field can replace it.
+    return json.dumps({**value, "v": PROTOCOL_VERSION}, separators=(",", ":")).encode()
 
 
 def _field(obj: dict[str, Any], key: str, kind: type, what: str) -> Any:
@@ -204,9 +205,9 @@ def merge_range(held: list[Range], new: Range) -> list[Range]:
     return sorted(merged)
 
 
-def encode_status(state: str, **facts: Any) -> bytes:
+def encode_status(state: str, facts: dict[str, Any] | None = None) -> bytes:
     """Device status payload (retained): ``online`` or ``offline`` plus facts."""
-    return _dump_json({"state": state, **facts})
+    return _dump_json({**(facts or {}), "state": state})
 
 
 def decode_status(payload: bytes) -> dict[str, Any]:
@@ -216,6 +217,6 @@ def decode_status(payload: bytes) -> dict[str, Any]:
     return obj
 
 
-def encode_event(kind: str, **facts: Any) -> bytes:
+def encode_event(kind: str, facts: dict[str, Any] | None = None) -> bytes:
     """Line event payload: ``ringing``, ``answered`` or ``ended`` plus facts."""
-    return _dump_json({"event": kind, **facts})
+    return _dump_json({**(facts or {}), "event": kind})

@@ -11,7 +11,7 @@ ROOT = "linerec"
 
 # Device and recording ids become path components on the agent: keep them boring.
 DEVICE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-RECORDING_ID_RE = re.compile(r"^\d{8}T\d{9}Z-[0-9a-f]{8}$")
+RECORDING_ID_RE = re.compile(r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{8}$")
 
 
 def check_device_id(device_id: str) -> str:
@@ -88,8 +88,9 @@ def parse_rec_topic(topic: str) -> RecTopic:
     kind = parts[4]
     if kind in ("manifest", "fin") and len(parts) == 5:
         return RecTopic(device_id, rec_id, kind)
-    if kind == "chunk" and len(parts) == 6 and parts[5].isdigit() and len(parts[5]) <= 9:
-        return RecTopic(device_id, rec_id, kind, int(parts[5]))
+    index = parts[5] if len(parts) == 6 else ""
+    if kind == "chunk" and index.isascii() and index.isdigit() and len(index) <= 9:
+        return RecTopic(device_id, rec_id, kind, int(index))
     msg = f"topic {topic!r} is not a linerec recording topic (expected manifest, chunk/<n> or fin)"
     raise WireError(msg)
 
