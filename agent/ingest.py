@@ -18,7 +18,6 @@ import logging
 import os
 import queue
 import shutil
-import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,14 +27,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.archive import Archive, fsync_path
 from agent.errors import AgentError
 from firmware.wire import topics
 from firmware.wire.age import decrypt_bytes
-from firmware.wire.broker import BrokerSettings
+from firmware.wire.broker import BrokerSettings, BrokerSettingsError
 from firmware.wire.errors import AgeError, LinerecError, SignatureError, WireError
 from firmware.wire.manifest import Manifest, unverified_device_id, verify_manifest
 from firmware.wire.messages import (
@@ -415,24 +413,10 @@ class Ingest:
         if self._client is not None:
             return
         settings = self._broker
-        v5 = settings.protocol == "5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self._client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-        )
-        if settings.username is not None:
-            client.username_pw_set(settings.username, settings.password)
-        if settings.tls:
-            try:
-                client.tls_set(
-                    ca_certs=str(settings.ca_file) if settings.ca_file else None,
-                    certfile=str(settings.cert_file) if settings.cert_file else None,
-                    keyfile=str(settings.key_file) if settings.key_file else None,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                msg = f"cannot set up TLS to the broker at {settings.address}: {exc}"
-                raise AgentError(msg) from None
+        try:
+            client = settings.client(self._client_id)
+        except BrokerSettingsError as exc:
+            raise AgentError(str(exc)) from None
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect

@@ -25,12 +25,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from firmware.spool import Spool, SpooledRecording, SpoolError
 from firmware.wire import topics
-from firmware.wire.broker import BrokerSettings
+from firmware.wire.broker import BrokerSettings, BrokerSettingsError
 from firmware.wire.errors import LinerecError, WireError
 from firmware.wire.messages import (
     MAX_CHUNK_DATA,
@@ -140,24 +139,10 @@ class Uplink:
     # -- setup ----------------------------------------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        v5 = self._broker.protocol == "5"
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"linerec-{self._device_id}",
-            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if v5 else True,  # MQTT 5 takes clean_start at connect instead
-        )
-        if self._broker.username is not None:
-            client.username_pw_set(self._broker.username, self._broker.password)
-        if self._broker.tls:
-            tls_files = (self._broker.ca_file, self._broker.cert_file, self._broker.key_file)
-            ca, cert, key = (None if p is None else str(p) for p in tls_files)
-            try:
-                client.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
-            except (OSError, ValueError) as exc:
-                files = ", ".join(str(p) for p in tls_files if p) or "the system CA store"
-                msg = f"uplink cannot load the TLS files ({files}): {exc}"
-                raise UplinkError(msg) from exc
+        try:
+            client = self._broker.client(f"linerec-{self._device_id}")
+        except BrokerSettingsError as exc:
+            raise UplinkError(f"uplink: {exc}") from None
         client.will_set(topics.status(self._device_id), encode_status("offline"), qos=1, retain=True)
         low, high = self._backoff
         client.reconnect_delay_set(max(1, math.ceil(low)), max(1, math.ceil(high)))

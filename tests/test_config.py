@@ -105,3 +105,12 @@ def test_run_with_a_broken_config_prints_one_line_and_exits_1(
     assert main(["run", "--config", str(path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"linerec: error: {path}: audio.sample_rate is 44100; expected 8000 or 16000"]
+
+
+def test_missing_tls_files_are_one_clear_error_when_the_client_is_made(tmp_path: Path) -> None:
+    from firmware.wire.broker import BrokerSettings, BrokerSettingsError  # noqa: PLC0415
+
+    settings = BrokerSettings(host="broker.lan", port=8883, tls=True, ca_file=tmp_path / "ca.crt")
+    with pytest.raises(BrokerSettingsError) as info:
+        settings.client("pi-1")
+    assert str(info.value).startswith(f"cannot load the TLS files for the broker at broker.lan:8883 ({tmp_path}/ca.crt)")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from firmware.wire.errors import LinerecError
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 
 class BrokerSettingsError(LinerecError, ValueError):
@@ -59,3 +63,32 @@ class BrokerSettings:
     def address(self) -> str:
         """``host:port`` for messages."""
         return f"{self.host}:{self.port}"
+
+    def client(self, client_id: str) -> mqtt.Client:
+        """A paho-mqtt client (callback API 2) set up with these settings, not yet connected.
+
+        Sessions are clean: the device's spool and the agent's incoming folder are
+        the durable copies, never the broker's queue.
+        """
+        # paho is imported here so that the wire contract itself stays standard library only.
+        import paho.mqtt.client as mqtt  # noqa: PLC0415
+        from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion  # noqa: PLC0415
+
+        v5 = self.protocol == "5"
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+        )
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.tls:
+            files = (self.ca_file, self.cert_file, self.key_file)
+            ca, cert, key = (None if f is None else str(f) for f in files)
+            try:
+                client.tls_set(ca_certs=ca, certfile=cert, keyfile=key)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                names = ", ".join(str(f) for f in files if f) or "the system CA store"
+                msg = f"cannot load the TLS files for the broker at {self.address} ({names}): {exc}"
+                raise BrokerSettingsError(msg) from None
+        return client
