@@ -7,13 +7,17 @@ names the key, the value found and what is allowed.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from firmware.line.cadence import cadence_for_country
 from firmware.wire import age
 from firmware.wire.broker import BrokerSettings
-from firmware.wire.errors import AgeError, WireError
+from firmware.wire.errors import AgeError, ConfigError, WireError
 from firmware.wire.settings import Table, broker_settings, check_sections, load_toml
 from firmware.wire.topics import check_device_id
 
@@ -70,9 +74,58 @@ class UplinkSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CallSettings:
-    """``[calls]``: timing of the call state machine."""
+    """``[calls]``: timing of the call state machine and the answering machine."""
 
     ring_timeout_s: float = 8.0
+    silence_timeout_s: float = 30.0  # remote hang-up by silence, when nothing better tells
+    max_call_s: float = 4 * 3600.0
+    polarity_hangup: bool = True  # a polarity reversal during a call means the far end hung up
+    answering_machine: bool = False
+    answer_after_rings: int = 4
+    greeting: Path | None = None
+    message_max_s: float = 120.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineSettings:
+    """``[line]``: how the exchange behaves (ring cadence, loop-drop and debounce timings)."""
+
+    country: str = "US"
+    ring_qualify_ms: int = 250  # pulses for at least this long make a ring
+    ring_end_ms: int = 640  # a ring ends after this long without pulses
+    glitch_ms: int = 50  # shorter pulse trains are noise
+    offhook_debounce_ms: int = 50
+    cpc_ignore_ms: int = 50  # shorter loop opens are ignored
+    cpc_min_ms: int = 250  # loop opens from cpc_min_ms to cpc_max_ms are a remote hang-up
+    cpc_max_ms: int = 900
+    pre_ring_window_s: float = 4.0  # after a polarity reversal, listen for caller ID this long
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GpioSettings:
+    """``[gpio]``: the line-interface board's pins (BCM numbers; defaults from the board's pin map)."""
+
+    ring_pin: int
+    offhook_pin: int
+    polarity_pin: int
+    hook_relay_pin: int
+    led_pin: int
+    ring_active_high: bool = False
+    offhook_active_high: bool = False
+    audio_device: str | None = None  # sounddevice name or index; None: the default device
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModemSettings:
+    """``[modem]``: a USB voice modem on a serial port."""
+
+    port: str = "/dev/ttyACM0"
+    baudrate: int = 115200
+    country_code: str | None = None  # AT+GCI value, e.g. "B4" for the UK
+    init_retries: int = 3
+    command_timeout_s: float = 2.0
+    watchdog_s: float = 30.0  # probe an idle modem this often; re-initialise it if it stays silent
+    extension_pickup: bool = False  # the chipset reports another phone going off-hook
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,10 +147,13 @@ class DeviceConfig:
     mqtt: BrokerSettings = field(default_factory=BrokerSettings)
     uplink: UplinkSettings = field(default_factory=UplinkSettings)
     calls: CallSettings = field(default_factory=CallSettings)
+    line: LineSettings = field(default_factory=LineSettings)
+    gpio: GpioSettings = field(default_factory=lambda: default_gpio())  # noqa: PLW0108  (defined below)
+    modem: ModemSettings = field(default_factory=ModemSettings)
     sim: SimSettings = field(default_factory=SimSettings)
 
 
-SECTIONS = ("device", "audio", "archive", "mqtt", "uplink", "calls", "sim")
+SECTIONS = ("device", "audio", "archive", "mqtt", "uplink", "calls", "line", "gpio", "modem", "sim")
 
 
 def load(path: Path = DEFAULT_PATH) -> DeviceConfig:
@@ -115,6 +171,9 @@ def parse(data: dict[str, Any], source: Path | str = "<config>") -> DeviceConfig
         mqtt=broker_settings(data, source),
         uplink=_uplink(Table(data, "uplink", source)),
         calls=_calls(Table(data, "calls", source)),
+        line=_line(Table(data, "line", source)),
+        gpio=_gpio(Table(data, "gpio", source)),
+        modem=_modem(Table(data, "modem", source)),
         sim=_sim(Table(data, "sim", source)),
     )
 
@@ -176,7 +235,99 @@ def _uplink(t: Table) -> UplinkSettings:
 
 
 def _calls(t: Table) -> CallSettings:
-    result = CallSettings(ring_timeout_s=t.number("ring_timeout_s", 8.0, 2.0, 60.0))
+    d = CallSettings()
+    result = CallSettings(
+        ring_timeout_s=t.number("ring_timeout_s", d.ring_timeout_s, 2.0, 60.0),
+        silence_timeout_s=t.number("silence_timeout_s", d.silence_timeout_s, 5.0, 3600.0),
+        max_call_s=t.number("max_call_s", d.max_call_s, 60.0, 24 * 3600.0),
+        polarity_hangup=t.get("polarity_hangup", bool, d.polarity_hangup),
+        answering_machine=t.get("answering_machine", bool, d.answering_machine),
+        answer_after_rings=t.integer("answer_after_rings", d.answer_after_rings, 1, 20),
+        greeting=t.path("greeting", None),
+        message_max_s=t.number("message_max_s", d.message_max_s, 10.0, 3600.0),
+    )
+    t.done()
+    return result
+
+
+def _line(t: Table) -> LineSettings:
+    d = LineSettings()
+    country = t.get("country", str, d.country).upper()
+    try:
+        cadence_for_country(country)
+    except ConfigError:
+        raise t.fail("country", country, "a country in firmware/data/cadences.toml, e.g. 'US' or 'GB'") from None
+    result = LineSettings(
+        country=country,
+        ring_qualify_ms=t.integer("ring_qualify_ms", d.ring_qualify_ms, 100, 1000),
+        ring_end_ms=t.integer("ring_end_ms", d.ring_end_ms, 200, 3000),
+        glitch_ms=t.integer("glitch_ms", d.glitch_ms, 5, 200),
+        offhook_debounce_ms=t.integer("offhook_debounce_ms", d.offhook_debounce_ms, 5, 500),
+        cpc_ignore_ms=t.integer("cpc_ignore_ms", d.cpc_ignore_ms, 5, 200),
+        cpc_min_ms=t.integer("cpc_min_ms", d.cpc_min_ms, 50, 2000),
+        cpc_max_ms=t.integer("cpc_max_ms", d.cpc_max_ms, 100, 5000),
+        pre_ring_window_s=t.number("pre_ring_window_s", d.pre_ring_window_s, 0.5, 30.0),
+    )
+    if not result.cpc_ignore_ms < result.cpc_min_ms < result.cpc_max_ms:
+        raise t.fail("cpc_min_ms", result.cpc_min_ms, "cpc_ignore_ms < cpc_min_ms < cpc_max_ms")
+    t.done()
+    return result
+
+
+@cache
+def pin_map() -> dict[str, Any]:
+    """The board's pin map (``firmware/data/pins.toml``), shared with the schematic."""
+    text = resources.files("firmware.data").joinpath("pins.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def default_gpio() -> GpioSettings:
+    """The [gpio] settings that match the open board as drawn."""
+    pins, levels = pin_map()["pins"], pin_map()["levels"]
+    return GpioSettings(
+        ring_pin=pins["ring"],
+        offhook_pin=pins["offhook_sense"],
+        polarity_pin=pins["polarity"],
+        hook_relay_pin=pins["hook_relay"],
+        led_pin=pins["led"],
+        ring_active_high=levels["ring_active_high"],
+        offhook_active_high=levels["offhook_active_high"],
+    )
+
+
+def _gpio(t: Table) -> GpioSettings:
+    d = default_gpio()
+    names = ("ring_pin", "offhook_pin", "polarity_pin", "hook_relay_pin", "led_pin")
+    pins = {name: t.integer(name, getattr(d, name), 0, 27) for name in names}
+    if len(set(pins.values())) != len(pins):
+        raise t.fail("ring_pin", pins, "five different BCM pins")
+    result = GpioSettings(
+        **pins,
+        ring_active_high=t.get("ring_active_high", bool, d.ring_active_high),
+        offhook_active_high=t.get("offhook_active_high", bool, d.offhook_active_high),
+        audio_device=t.optional("audio_device", str),
+    )
+    t.done()
+    return result
+
+
+def _modem(t: Table) -> ModemSettings:
+    d = ModemSettings()
+    port = t.get("port", str, d.port)
+    if not port:
+        raise t.fail("port", port, "a serial device such as /dev/ttyACM0")
+    country = t.optional("country_code", str)
+    if country is not None and not (len(country) == 2 and all(c in "0123456789ABCDEF" for c in country.upper())):
+        raise t.fail("country_code", country, "a two-digit hex T.35 country code, e.g. 'B4'")
+    result = ModemSettings(
+        port=port,
+        baudrate=t.integer("baudrate", d.baudrate, 1200, 921600),
+        country_code=country.upper() if country else None,
+        init_retries=t.integer("init_retries", d.init_retries, 1, 20),
+        command_timeout_s=t.number("command_timeout_s", d.command_timeout_s, 0.2, 30.0),
+        watchdog_s=t.number("watchdog_s", d.watchdog_s, 2.0, 3600.0),
+        extension_pickup=t.get("extension_pickup", bool, d.extension_pickup),
+    )
     t.done()
     return result
 

@@ -113,4 +113,5 @@ def test_missing_tls_files_are_one_clear_error_when_the_client_is_made(tmp_path:
     settings = BrokerSettings(host="broker.lan", port=8883, tls=True, ca_file=tmp_path / "ca.crt")
     with pytest.raises(BrokerSettingsError) as info:
         settings.client("pi-1")
-    assert str(info.value).startswith(f"cannot load the TLS files for the broker at broker.lan:8883 ({tmp_path}/ca.crt)")
+    expected = f"cannot load the TLS files for the broker at broker.lan:8883 ({tmp_path}/ca.crt)"
+    assert str(info.value).startswith(expected)

@@ -13,7 +13,7 @@ import abc
 import time
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Protocol, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -21,6 +21,7 @@ from numpy.typing import NDArray
 from firmware.wire.errors import LinerecError
 
 __all__ = [
+    "AudioSource",
     "BackendHealth",
     "CallerId",
     "CallerIdReceived",
@@ -35,6 +36,7 @@ __all__ = [
     "RingEnd",
     "RingStart",
     "ScriptError",
+    "ToneDetected",
 ]
 
 
@@ -84,10 +86,15 @@ class RingStart:
 
 @dataclass(frozen=True, slots=True)
 class RingEnd:
-    """A ring burst ended; ``t`` is its end and ``duration_s`` its length."""
+    """A ring burst ended; ``t`` is its end and ``duration_s`` its length.
+
+    ``cadence`` names the ring cadence (a key of ``firmware/data/cadences.toml``,
+    e.g. ``"US"`` or ``"GB"``) once enough bursts have been measured to tell.
+    """
 
     t: float
     duration_s: float
+    cadence: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +139,23 @@ class PolarityReversal:
 
 
 @dataclass(frozen=True, slots=True)
+class ToneDetected:
+    """A call-progress or alert tone was recognised on the line.
+
+    ``tone`` is one of :data:`TONES`: ``busy``, ``reorder`` and ``dial`` mean the
+    far end has gone; ``call-waiting`` is the alert of a second incoming call and
+    must not end the call in progress; ``cas`` is the dual-tone alert that comes
+    before on-hook caller ID data.
+    """
+
+    t: float
+    tone: str
+
+
+TONES = ("busy", "reorder", "dial", "ringback", "howler", "sit", "call-waiting", "cas")
+
+
+@dataclass(frozen=True, slots=True)
 class BackendHealth:
     """The backend's own view of whether it can still hear and drive the line."""
 
@@ -140,7 +164,17 @@ class BackendHealth:
     detail: str
 
 
-LineEvent = RingStart | RingEnd | CallerIdReceived | OffHook | OnHook | LoopDrop | PolarityReversal | BackendHealth
+LineEvent = (
+    RingStart
+    | RingEnd
+    | CallerIdReceived
+    | OffHook
+    | OnHook
+    | LoopDrop
+    | PolarityReversal
+    | ToneDetected
+    | BackendHealth
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +186,24 @@ class LineBlock:
     events: tuple[LineEvent, ...]
     # int16 mono, `backend.block_frames` long, at `backend.sample_rate`.
     audio: NDArray[np.int16]
+
+
+class AudioSource(Protocol):
+    """Where a backend's audio comes from and goes to (a sound card, a modem's voice mode, a test)."""
+
+    sample_rate: int
+
+    def read(self, frames: int) -> NDArray[np.int16]:
+        """Block until ``frames`` int16 mono samples have been captured, and return them."""
+        ...
+
+    def play(self, audio: NDArray[np.int16]) -> None:
+        """Queue int16 mono audio to the line; never blocks for long."""
+        ...
+
+    def close(self) -> None:
+        """Stop capturing and playing."""
+        ...
 
 
 class LineBackend(abc.ABC):

@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -42,6 +41,7 @@ from firmware.line.base import (
     RingStart,
     ScriptError,
 )
+from firmware.line.clock import Clock, RealtimeClock, SimClock
 from firmware.line.speech import VoiceSource, default_voice
 
 __all__ = [
@@ -69,52 +69,6 @@ LONG_SILENCE_S = 2.0
 # usual ring timeout, so the call is over before the next one starts ringing.
 MISSED_CALL_SETTLE_S = 10.0
 TRAILING_IDLE_S = 1.0
-
-
-class Clock(Protocol):
-    """Where the simulated line gets its time, and how it waits."""
-
-    def now(self) -> float:
-        """Seconds since the UTC epoch."""
-        ...
-
-    def sleep_until(self, t: float) -> None:
-        """Return once ``now()`` has reached ``t``."""
-        ...
-
-
-class SimClock:
-    """Virtual time: starts at ``start`` and moves only when something waits on it."""
-
-    def __init__(self, start: float) -> None:
-        self._now = float(start)
-
-    def now(self) -> float:
-        """The current virtual time."""
-        return self._now
-
-    def sleep_until(self, t: float) -> None:
-        """Jump to ``t`` at once (time never goes back)."""
-        self._now = max(self._now, t)
-
-
-class RealtimeClock:
-    """Wall-clock pacing: ``now()`` runs from ``start`` (default: the present) in real seconds."""
-
-    def __init__(self, start: float | None = None) -> None:
-        self._start = time.time() if start is None else float(start)
-        # The monotonic clock keeps the pace steady if the system clock is adjusted.
-        self._origin = time.monotonic()
-
-    def now(self) -> float:
-        """``start`` plus the real seconds since this clock was made."""
-        return self._start + (time.monotonic() - self._origin)
-
-    def sleep_until(self, t: float) -> None:
-        """Sleep until ``now()`` reaches ``t``."""
-        delay = t - self.now()
-        if delay > 0:
-            time.sleep(delay)
 
 
 _DEFAULT_TALK: tuple[tuple[str, str], ...] = (
