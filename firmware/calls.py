@@ -24,8 +24,10 @@ from firmware.line.base import (
     LoopDrop,
     OffHook,
     OnHook,
+    PolarityReversal,
     RingEnd,
     RingStart,
+    ToneDetected,
 )
 
 __all__ = [
@@ -37,8 +39,12 @@ __all__ = [
     "CallPolicy",
     "CallState",
     "HangupCause",
+    "PlayGreeting",
+    "ReleaseLine",
     "StartRecording",
     "StopRecording",
+    "TakeLine",
+    "heard",
     "line_lost",
     "step",
     "tick",
@@ -63,8 +69,16 @@ class HangupCause(enum.StrEnum):
 
     LOCAL_ONHOOK = "local-onhook"
     REMOTE_LOOP_DROP = "remote-loop-drop"
+    REMOTE_POLARITY = "remote-polarity-reversal"
+    REMOTE_TONE = "remote-tone"
+    SILENCE = "silence-timeout"
+    MAX_LENGTH = "max-length"
     UNANSWERED = "unanswered"
     LINE_LOST = "line-lost"
+
+
+# Tones that mean the far end has gone: the exchange plays them after a hang-up.
+HANGUP_TONES = frozenset({"busy", "reorder", "dial", "howler", "sit"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +96,14 @@ class Call:
     hangup_cause: HangupCause | None = None
     # When the caller ID arrived, to drop one that came long before any ring.
     caller_id_at: float | None = None
+    # Who took the call: "phone" (a phone on the line) or "machine" (linerec answered).
+    answered_by: str | None = None
+    # The last time the line carried sound, for the silence timeout.
+    last_sound_at: float | None = None
+    # Polarity reversals since the call was answered (the first one of an outgoing call is the answer).
+    reversals: int = 0
+    # Call-waiting alerts heard during the call (a second caller; the call goes on).
+    call_waiting: int = 0
 
     @property
     def answered(self) -> bool:
@@ -114,20 +136,62 @@ class CallEnded:
     call: Call
 
 
-Action = StartRecording | StopRecording | CallEnded
+@dataclass(frozen=True, slots=True)
+class TakeLine:
+    """Answering-machine mode: take the line off-hook at ``t``."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class PlayGreeting:
+    """Answering-machine mode: play the greeting (and the recording notice) now."""
+
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseLine:
+    """Answering-machine mode: put the line back on-hook at ``t``."""
+
+    t: float
+
+
+Action = StartRecording | StopRecording | CallEnded | TakeLine | PlayGreeting | ReleaseLine
 
 
 @dataclass(frozen=True)
 class CallPolicy:
-    """Timeouts of the state machine."""
+    """Timeouts and modes of the state machine."""
 
     # No ring for this long after the last ring ended means the caller gave up.
     ring_timeout_s: float = 8.0
+    # No sound on the line for this long during a call: the far end has gone (None: never).
+    silence_timeout_s: float | None = 30.0
+    max_call_s: float = 4 * 3600.0
+    # A polarity reversal during a call means the far end hung up (most exchanges that reverse).
+    polarity_hangup: bool = True
+    answering_machine: bool = False
+    answer_after_rings: int = 4
+    # Messages left on the answering machine: shorter limits than a conversation.
+    message_max_s: float = 120.0
+    message_silence_s: float = 6.0
 
     def __post_init__(self) -> None:
-        if not self.ring_timeout_s > 0:
-            msg = f"ring_timeout_s must be a positive number of seconds, not {self.ring_timeout_s!r}"
+        for name in ("ring_timeout_s", "max_call_s", "message_max_s", "message_silence_s"):
+            value = getattr(self, name)
+            if not value > 0:
+                msg = f"{name} must be a positive number of seconds, not {value!r}"
+                raise ValueError(msg)
+        if self.silence_timeout_s is not None and not self.silence_timeout_s > 0:
+            msg = f"silence_timeout_s must be a positive number of seconds or None, not {self.silence_timeout_s!r}"
             raise ValueError(msg)
+        if self.answer_after_rings < 1:
+            msg = f"answer_after_rings must be 1 or more, not {self.answer_after_rings!r}"
+            raise ValueError(msg)
+
+
+DEFAULT_POLICY = CallPolicy()
 
 
 _NO_ACTIONS: tuple[Action, ...] = ()
@@ -144,13 +208,18 @@ def _fresh_caller_id(call: Call, t: float) -> tuple[CallerId | None, float | Non
 
 def _end(call: Call, t: float, cause: HangupCause) -> tuple[Call, tuple[Action, ...]]:
     ended = dataclasses.replace(call, state=CallState.ENDED, ended_at=t, hangup_cause=cause)
-    if call.state is CallState.ANSWERED:
-        return IDLE, (StopRecording(t), CallEnded(t, ended))
-    return IDLE, (CallEnded(t, ended),)
+    if call.state is not CallState.ANSWERED:
+        return IDLE, (CallEnded(t, ended),)
+    if call.answered_by == "machine":
+        return IDLE, (StopRecording(t), ReleaseLine(t), CallEnded(t, ended))
+    return IDLE, (StopRecording(t), CallEnded(t, ended))
 
 
-def _answer(call: Call, t: float) -> tuple[Call, tuple[Action, ...]]:
-    return dataclasses.replace(call, state=CallState.ANSWERED, answered_at=t), (StartRecording(t),)
+def _answer(call: Call, t: float, by: str = "phone") -> tuple[Call, tuple[Action, ...]]:
+    answered = dataclasses.replace(call, state=CallState.ANSWERED, answered_at=t, answered_by=by, last_sound_at=t)
+    if by == "machine":
+        return answered, (TakeLine(t), StartRecording(t), PlayGreeting(t))
+    return answered, (StartRecording(t),)
 
 
 def _step_idle(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
@@ -178,10 +247,13 @@ def _step_idle(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
             return call, _NO_ACTIONS
 
 
-def _step_ringing(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
+def _step_ringing(call: Call, event: LineEvent, policy: CallPolicy) -> tuple[Call, tuple[Action, ...]]:
     match event:
         case RingStart(t=t):
             return dataclasses.replace(call, ring_count=call.ring_count + 1, last_ring_at=t), _NO_ACTIONS
+        case RingEnd(t=t) if policy.answering_machine and call.ring_count >= policy.answer_after_rings:
+            # Answer in the silence after the ring, as a person would.
+            return _answer(dataclasses.replace(call, last_ring_at=t), t, by="machine")
         case RingEnd(t=t):
             return dataclasses.replace(call, last_ring_at=t), _NO_ACTIONS
         case CallerIdReceived(t=t, caller_id=caller_id):
@@ -194,12 +266,26 @@ def _step_ringing(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...
             return call, _NO_ACTIONS
 
 
-def _step_answered(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
+def _step_answered(call: Call, event: LineEvent, policy: CallPolicy) -> tuple[Call, tuple[Action, ...]]:
     match event:
         case OnHook(t=t):
             return _end(call, t, HangupCause.LOCAL_ONHOOK)
         case LoopDrop(t=t):
             return _end(call, t, HangupCause.REMOTE_LOOP_DROP)
+        case PolarityReversal(t=t):
+            reversed_call = dataclasses.replace(call, reversals=call.reversals + 1)
+            # On a call placed from here the exchange reverses once when the far end answers.
+            answer_supervision = call.ring_count == 0 and call.reversals == 0
+            if policy.polarity_hangup and not answer_supervision:
+                return _end(reversed_call, t, HangupCause.REMOTE_POLARITY)
+            return reversed_call, _NO_ACTIONS
+        case ToneDetected(t=t, tone=tone) if tone in HANGUP_TONES:
+            return _end(call, t, HangupCause.REMOTE_TONE)
+        case ToneDetected(tone="call-waiting"):
+            return dataclasses.replace(call, call_waiting=call.call_waiting + 1), _NO_ACTIONS
+        case OffHook() if call.answered_by == "machine":
+            # Someone picked up a phone while the machine took a message: now it is a conversation.
+            return dataclasses.replace(call, answered_by="phone"), _NO_ACTIONS
         case BackendHealth(t=t, healthy=False):
             return _end(call, t, HangupCause.LINE_LOST)
         case _:
@@ -207,7 +293,7 @@ def _step_answered(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ..
             return call, _NO_ACTIONS
 
 
-def step(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
+def step(call: Call, event: LineEvent, policy: CallPolicy = DEFAULT_POLICY) -> tuple[Call, tuple[Action, ...]]:
     """The call after ``event``, and what to do about it.
 
     An unhealthy :class:`BackendHealth` ends an answered call as ``LINE_LOST``
@@ -215,15 +301,22 @@ def step(call: Call, event: LineEvent) -> tuple[Call, tuple[Action, ...]]:
     sense in the current state are ignored.
     """
     if call.state is CallState.RINGING:
-        return _step_ringing(call, event)
+        return _step_ringing(call, event, policy)
     if call.state is CallState.ANSWERED:
-        return _step_answered(call, event)
+        return _step_answered(call, event, policy)
     # An ENDED call handed back in is treated like the idle line it leads to.
     return _step_idle(call, event)
 
 
 def tick(call: Call, now: float, policy: CallPolicy) -> tuple[Call, tuple[Action, ...]]:
-    """The call at time ``now``: a ringing call whose rings stopped ends as unanswered."""
+    """The call at time ``now``: timeouts end it.
+
+    A ringing call whose rings stopped ends as unanswered; an answered one ends
+    after a silence too long or at the maximum length (shorter limits apply to a
+    message the answering machine takes).
+    """
+    if call.state is CallState.ANSWERED and call.answered_at is not None:
+        return _tick_answered(call, now, policy)
     if call.state is CallState.RINGING:
         last = call.last_ring_at if call.last_ring_at is not None else call.first_ring_at
         if last is not None and now - last > policy.ring_timeout_s:
@@ -236,6 +329,26 @@ def tick(call: Call, now: float, policy: CallPolicy) -> tuple[Call, tuple[Action
     if call.state is CallState.ENDED:
         return IDLE, _NO_ACTIONS
     return call, _NO_ACTIONS
+
+
+def _tick_answered(call: Call, now: float, policy: CallPolicy) -> tuple[Call, tuple[Action, ...]]:
+    assert call.answered_at is not None
+    machine = call.answered_by == "machine"
+    limit = policy.message_max_s if machine else policy.max_call_s
+    if now - call.answered_at >= limit:
+        return _end(call, now, HangupCause.MAX_LENGTH)
+    quiet = policy.message_silence_s if machine else policy.silence_timeout_s
+    last = call.last_sound_at if call.last_sound_at is not None else call.answered_at
+    if quiet is not None and now - last >= quiet:
+        return _end(call, now, HangupCause.SILENCE)
+    return call, _NO_ACTIONS
+
+
+def heard(call: Call, t: float) -> Call:
+    """The call after sound was heard on the line at ``t`` (it resets the silence timeout)."""
+    if call.state is not CallState.ANSWERED:
+        return call
+    return dataclasses.replace(call, last_sound_at=t)
 
 
 def line_lost(call: Call, t: float) -> tuple[Call, tuple[Action, ...]]:

@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker", metavar="HOST:PORT", help="use this MQTT broker instead of an embedded one")
     demo.add_argument("--realtime", action="store_true", help="play the calls at their real pace")
 
+    selftest = sub.add_parser("selftest", help="check the line, sound card, broker, keys and spool")
+    selftest.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
+
     keys = sub.add_parser("keys", help="the device's signing key")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     show = keys_sub.add_parser("show", help="print the public key to enrol on the agent (creates the key)")
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             return _demo(args)
         if args.command == "keys":
             return _keys_show(args.config)
+        if args.command == "selftest":
+            return _selftest(args.config)
         return _run(args.config)
     except LinerecError as exc:
         print(f"linerec: error: {exc}", file=sys.stderr)
@@ -72,6 +77,17 @@ def _demo(args: argparse.Namespace) -> int:
     options = demo.DemoOptions(calls=args.calls, keep=args.keep, broker=args.broker, realtime=args.realtime)
     demo.run(options, sys.stdout)
     return 0
+
+
+def _selftest(path: Path) -> int:
+    from firmware import selftest  # noqa: PLC0415
+
+    checks = selftest.run(config.load(path))
+    for check in checks:
+        print(check.line())
+    failed = [c.name for c in checks if c.ok is False]
+    print(f"{len(failed)} of {len(checks)} checks failed: {', '.join(failed)}" if failed else "all checks passed")
+    return 1 if failed else 0
 
 
 def _keys_show(path: Path) -> int:

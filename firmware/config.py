@@ -78,6 +78,7 @@ class CallSettings:
 
     ring_timeout_s: float = 8.0
     silence_timeout_s: float = 30.0  # remote hang-up by silence, when nothing better tells
+    silence_threshold_dbfs: float = -45.0  # quieter blocks count as silence
     max_call_s: float = 4 * 3600.0
     polarity_hangup: bool = True  # a polarity reversal during a call means the far end hung up
     answering_machine: bool = False
@@ -239,6 +240,7 @@ def _calls(t: Table) -> CallSettings:
     result = CallSettings(
         ring_timeout_s=t.number("ring_timeout_s", d.ring_timeout_s, 2.0, 60.0),
         silence_timeout_s=t.number("silence_timeout_s", d.silence_timeout_s, 5.0, 3600.0),
+        silence_threshold_dbfs=t.number("silence_threshold_dbfs", d.silence_threshold_dbfs, -90.0, -10.0),
         max_call_s=t.number("max_call_s", d.max_call_s, 60.0, 24 * 3600.0),
         polarity_hangup=t.get("polarity_hangup", bool, d.polarity_hangup),
         answering_machine=t.get("answering_machine", bool, d.answering_machine),

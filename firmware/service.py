@@ -14,14 +14,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from numpy.typing import NDArray
 
 from firmware import calls
-from firmware.calls import Call, CallEnded, CallState, HangupCause, StartRecording
+from firmware.calls import (
+    Call,
+    CallEnded,
+    CallState,
+    HangupCause,
+    PlayGreeting,
+    ReleaseLine,
+    StartRecording,
+    TakeLine,
+)
 from firmware.config import DeviceConfig
 from firmware.encoder import EncodedAudio, EncryptedFlacWriter
-from firmware.errors import RecordingError
+from firmware.errors import ConfigError, RecordingError
 from firmware.line.base import LineBackend, RingStart
 from firmware.spool import Spool
 from firmware.uplink import Uplink
@@ -122,7 +132,29 @@ class CallRecorder:
             },
             ciphertext={"file": AUDIO_FILE, "size": audio.size, "sha256": audio.sha256},
             firmware_version=firmware_version(),
+            extra={"answered_by": call.answered_by, "call_waiting_alerts": call.call_waiting},
         )
+
+
+def _mean_square(audio: NDArray[np.int16]) -> float:
+    return float(np.mean(np.square(audio, dtype=np.float64))) if len(audio) else 0.0
+
+
+def load_greeting(path: Path | None, sample_rate: int) -> NDArray[np.int16]:
+    """The answering machine's greeting: the owner's file, or a half-second 1400 Hz recorder tone."""
+    if path is None:
+        t = np.arange(sample_rate // 2) / sample_rate
+        return (0.3 * 32767 * np.sin(2 * np.pi * 1400.0 * t)).astype(np.int16)
+    try:
+        audio, rate = sf.read(path, dtype="int16", always_2d=True)
+    except (OSError, RuntimeError) as exc:
+        msg = f"calls.greeting {path} cannot be read as audio: {exc}"
+        raise ConfigError(msg) from None
+    if rate != sample_rate:
+        msg = f"calls.greeting {path} is at {rate} Hz; record it at the line's {sample_rate} Hz"
+        raise ConfigError(msg)
+    mono: NDArray[np.int16] = audio[:, 0].copy()
+    return mono
 
 
 def _write_durably(path: Path, data: bytes) -> None:
@@ -151,7 +183,19 @@ class DeviceService:
         self._config = config
         self._backend = backend
         self._uplink = uplink
-        self._policy = calls.CallPolicy(ring_timeout_s=config.calls.ring_timeout_s)
+        c = config.calls
+        self._policy = calls.CallPolicy(
+            ring_timeout_s=c.ring_timeout_s,
+            silence_timeout_s=c.silence_timeout_s,
+            max_call_s=c.max_call_s,
+            polarity_hangup=c.polarity_hangup,
+            answering_machine=c.answering_machine,
+            answer_after_rings=c.answer_after_rings,
+            message_max_s=c.message_max_s,
+        )
+        # Mean square of a block at the silence threshold, for int16 samples.
+        self._quiet_ms = (32768.0 * 10 ** (c.silence_threshold_dbfs / 20)) ** 2
+        self._greeting = load_greeting(c.greeting, backend.sample_rate)
         self._recorder = CallRecorder(
             config=config,
             spool=spool,
@@ -172,14 +216,16 @@ class DeviceService:
                 break
             for event in block.events:
                 before = self.call
-                self.call, actions = calls.step(self.call, event)
+                self.call, actions = calls.step(self.call, event, self._policy)
                 self._announce(before, self.call, event)
                 self._act(actions)
             t = block.t + block_s
-            self.call, actions = calls.tick(self.call, t, self._policy)
-            self._act(actions)
             if self._recorder.active:
                 self._recorder.write(block.audio)
+                if _mean_square(block.audio) > self._quiet_ms:
+                    self.call = calls.heard(self.call, t)
+            self.call, actions = calls.tick(self.call, t, self._policy)
+            self._act(actions)
         self.call, actions = calls.line_lost(self.call, t)
         self._act(actions)
         return self.recorded
@@ -188,6 +234,12 @@ class DeviceService:
         for action in actions:
             if isinstance(action, StartRecording):
                 self._recorder.start(action.t)
+            elif isinstance(action, TakeLine):
+                self._backend.set_hook(True)
+            elif isinstance(action, PlayGreeting):
+                self._backend.play(self._greeting)
+            elif isinstance(action, ReleaseLine):
+                self._backend.set_hook(False)
             elif isinstance(action, CallEnded):
                 self._recorder.finish(action.call)
                 self._event("ended", action.call)

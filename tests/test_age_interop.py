@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
 import random
 import re
+import select
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware.wire import age
+from firmware.wire.armor import ArmorReader
 from firmware.wire.errors import AgeError
 
 SIZES = [0, 1, 65536, 65537, 5 * 1024 * 1024]
@@ -29,9 +34,7 @@ def seeded_bytes(size: int, seed: int = 2024) -> bytes:
 
 
 def run(*args: str | Path, stdin: bytes = b"") -> bytes:
-    result = subprocess.run(
-        [str(arg) for arg in args], input=stdin, capture_output=True, check=False, timeout=120
-    )
+    result = subprocess.run([str(arg) for arg in args], input=stdin, capture_output=True, check=False, timeout=120)
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     return result.stdout
 
@@ -81,9 +84,7 @@ def test_our_decryptor_reads_what_age_cli_writes(size: int, keygen_file: Path) -
 @pytest.mark.agecli
 @needs_age
 def test_age_keygen_identity_gives_the_public_key_it_prints(keygen_file: Path) -> None:
-    secret = next(
-        line for line in keygen_file.read_text().splitlines() if line.startswith("AGE-SECRET-KEY-1")
-    )
+    secret = next(line for line in keygen_file.read_text().splitlines() if line.startswith("AGE-SECRET-KEY-1"))
     assert age.recipient_of(secret) == public_line(keygen_file)
     assert len(age.load_identities(keygen_file)) == 1
 
@@ -97,6 +98,65 @@ def test_age_cli_accepts_our_generated_identity(tmp_path: Path) -> None:
     assert run("age-keygen", "-y", identity_file).decode().strip() == age.recipient_of(identity)
     ciphertext = age.encrypt_bytes(b"hello from the line", [age.recipient_of(identity)])
     assert run("age", "-d", "-i", identity_file, stdin=ciphertext) == b"hello from the line"
+
+
+@pytest.mark.agecli
+@needs_age
+@pytest.mark.parametrize("size", SIZES)
+def test_our_decryptor_reads_what_age_cli_armors(size: int, keygen_file: Path) -> None:
+    data = seeded_bytes(size)
+    ciphertext = run("age", "-a", "-e", "-r", public_line(keygen_file), stdin=data)
+    assert ciphertext.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----\n")
+    with age.Decryptor(io.BytesIO(ciphertext), age.load_identities(keygen_file)) as decryptor:
+        assert b"".join(decryptor) == data
+
+
+@pytest.mark.agecli
+@needs_age
+@pytest.mark.parametrize("size", [0, 1, 47, 48, 49, 65536, 200_000])
+def test_age_cli_decrypts_what_we_armor(size: int, keygen_file: Path) -> None:
+    data = seeded_bytes(size)
+    armored = age.armor(age.encrypt_bytes(data, [public_line(keygen_file)]))
+    assert run("age", "-d", "-i", keygen_file, stdin=armored) == data
+
+
+def age_with_passphrase(passphrase: str, *args: str | Path) -> None:
+    """Run ``age -p`` on a pseudo-terminal, where it asks for the passphrase twice."""
+    import pty  # POSIX only; the test using it is skipped elsewhere
+
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: age, with the pty as its controlling terminal
+        os.execvp("age", ["age", "-p", *map(str, args)])
+    seen = b""
+    try:
+        for prompt in (b"Enter passphrase", b"Confirm passphrase"):
+            deadline = time.monotonic() + 30
+            while prompt not in seen:
+                assert time.monotonic() < deadline, f"age never asked {prompt!r}: {seen!r}"
+                if select.select([terminal], [], [], 0.5)[0]:
+                    seen += os.read(terminal, 1024)
+            os.write(terminal, passphrase.encode() + b"\n")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(terminal)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+
+
+@pytest.mark.agecli
+@needs_age
+@pytest.mark.skipif(sys.platform == "win32", reason="age -p needs a pseudo-terminal")
+@pytest.mark.parametrize("armored", [False, True], ids=["binary", "armored"])
+def test_our_decryptor_opens_age_cli_passphrase_files(armored: bool, tmp_path: Path) -> None:
+    data = seeded_bytes(70_000)
+    (tmp_path / "plain").write_bytes(data)
+    flags = ["-a"] if armored else []
+    age_with_passphrase("correct horse battery", *flags, "-o", tmp_path / "out.age", tmp_path / "plain")
+    ciphertext = (tmp_path / "out.age").read_bytes()
+    binary = ArmorReader(io.BytesIO(ciphertext)).read() if armored else ciphertext
+    assert re.match(rb"age-encryption.org/v1\n-> scrypt \S{22} 18\n", binary)
+    assert age.decrypt_bytes(ciphertext, [age.Passphrase("correct horse battery")]) == data
+    with pytest.raises(AgeError, match=r"^no identity matches any recipient of this age file \(it was made"):
+        age.decrypt_bytes(ciphertext, [age.Passphrase("wrong horse battery")])
 
 
 @pytest.fixture
@@ -155,18 +215,14 @@ def test_missing_identity_file_is_named(tmp_path: Path) -> None:
 def test_garbage_identity_file_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "keys.txt"
     path.write_text("# a comment\n\nAGE-SECRET-KEY-1NOTAKEY\n")
-    with pytest.raises(
-        AgeError, match=rf"^age identity file {re.escape(str(path))}, line 3: age identity is not"
-    ):
+    with pytest.raises(AgeError, match=rf"^age identity file {re.escape(str(path))}, line 3: age identity is not"):
         age.load_identities(path)
 
 
 def test_identity_file_without_identities_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "keys.txt"
     path.write_text("# only a comment\n")
-    with pytest.raises(
-        AgeError, match=rf"^age identity file {re.escape(str(path))} holds no AGE-SECRET-KEY-1"
-    ):
+    with pytest.raises(AgeError, match=rf"^age identity file {re.escape(str(path))} holds no AGE-SECRET-KEY-1"):
         age.load_identities(path)
 
 
@@ -258,3 +314,73 @@ def test_round_trip_with_any_write_split(data: bytes, cuts: list[int]) -> None:
             start = cut
         encryptor.write(data[start:])
     assert age.decrypt_bytes(sink.getvalue(), [age.parse_identity(identity)]) == data
+
+
+ARMOR_SAMPLE = (
+    b"-----BEGIN AGE ENCRYPTED FILE-----\n" + b"QUJD" * 16 + b"\nQUJDRA==\n-----END AGE ENCRYPTED FILE-----\n"
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(max_size=500), piece=st.integers(1, 100))
+def test_armor_round_trips_any_bytes_read_in_any_pieces(data: bytes, piece: int) -> None:
+    reader = ArmorReader(io.BytesIO(age.armor(data)))
+    pieces = []
+    while chunk := reader.read(piece):
+        pieces.append(chunk)
+    assert b"".join(pieces) == data
+
+
+def test_armor_writes_64_columns_and_a_short_padded_last_line() -> None:
+    text = age.armor(b"ABC" * 16 + b"ABCD")
+    assert text == ARMOR_SAMPLE
+    assert age.armor(b"") == b"-----BEGIN AGE ENCRYPTED FILE-----\n-----END AGE ENCRYPTED FILE-----\n"
+
+
+def test_armor_with_crlf_and_surrounding_whitespace_is_read() -> None:
+    text = b" \t\r\n\n  " + ARMOR_SAMPLE.replace(b"\n", b"\r\n") + b"\n \t\r\n"
+    assert ArmorReader(io.BytesIO(text)).read() == b"ABC" * 16 + b"ABCD"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (ARMOR_SAMPLE.replace(b"QUJDRA==\n", b"QUJDRA==\r\n"), "line 3 ends differently from the BEGIN line"),
+        (ARMOR_SAMPLE + b"x", "data follows the '-----END AGE ENCRYPTED FILE-----' line"),
+        (ARMOR_SAMPLE.replace(b"RA==", b"RB=="), "line 3 is not canonical base64"),
+        (ARMOR_SAMPLE.replace(b"RA==", b"R==="), "line 3 holds characters outside base64"),
+        (ARMOR_SAMPLE.replace(b"QUJDRA==\n", b"QUJD\nRA==\n"), "line 3 is short or padded, so it must be the last"),
+        (ARMOR_SAMPLE[:-33], "the file ends without the '-----END AGE ENCRYPTED FILE-----' line"),
+        (ARMOR_SAMPLE[:-36], "the file ends inside line 3, before the END line"),
+        (b"-----BEGIN AGE ENCRYPTED FILE-----", "the file ends right after the BEGIN line"),
+    ],
+    ids=["mixed-eol", "trailing", "non-canonical", "bad-padding", "short-inside", "no-end", "cut-line", "only-begin"],
+)
+def test_broken_armor_names_the_line_and_the_problem(text: bytes, message: str) -> None:
+    with pytest.raises(AgeError, match="^bad age armor: " + re.escape(message)):
+        ArmorReader(io.BytesIO(text)).read()
+
+
+def test_armored_file_decrypts_when_read_a_line_at_a_time(sealed: tuple[str, bytes, bytes]) -> None:
+    identity, data, ciphertext = sealed
+    with age.Decryptor(io.BytesIO(age.armor(ciphertext)), [age.parse_identity(identity)]) as decryptor:
+        assert b"".join(decryptor.chunks()) == data
+
+
+def test_garbage_after_armor_fails_the_last_read(sealed: tuple[str, bytes, bytes]) -> None:
+    identity, _, ciphertext = sealed
+    with pytest.raises(AgeError, match="^bad age armor: data follows the '-----END AGE ENCRYPTED FILE-----' line$"):
+        age.decrypt_bytes(age.armor(ciphertext) + b"PS: hello\n", [age.parse_identity(identity)])
+
+
+def test_passphrase_hides_its_text_and_checks_its_limit() -> None:
+    assert "hunter2" not in repr(age.Passphrase("hunter2"))
+    with pytest.raises(AgeError, match="^age passphrase is empty$"):
+        age.Passphrase("")
+    with pytest.raises(AgeError, match="^age passphrase max_work_factor 23 is outside 1 to 22$"):
+        age.Passphrase("hunter2", max_work_factor=23)
+
+
+def test_passphrase_among_identities_does_not_stop_an_x25519_match(sealed: tuple[str, bytes, bytes]) -> None:
+    identity, data, ciphertext = sealed
+    assert age.decrypt_bytes(ciphertext, [age.Passphrase("hunter2"), age.parse_identity(identity)]) == data

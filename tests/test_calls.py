@@ -167,9 +167,10 @@ def test_policy_refuses_a_non_positive_timeout() -> None:
         CallPolicy(ring_timeout_s=0)
 
 
-def test_answered_call_has_no_timeout() -> None:
+def test_answered_call_has_no_ring_timeout() -> None:
     call = answered_call()
-    assert tick(call, 10_000.0, POLICY) == (call, ())
+    no_silence_limit = CallPolicy(ring_timeout_s=POLICY.ring_timeout_s, silence_timeout_s=None)
+    assert tick(call, 10_000.0, no_silence_limit) == (call, ())
 
 
 def test_unhealthy_backend_ends_an_answered_call_as_line_lost() -> None:

@@ -1,71 +1,75 @@
 """age v1 encryption to X25519 recipients, streaming both ways (C2SP age.md).
 
 Only the parts linerec uses are here: X25519 recipients and identities, the
-binary format, and the STREAM payload. Passphrase (scrypt) files, ASCII armor
-and post-quantum recipients are rejected with a message that says so.
+binary format and the STREAM payload. Reading also takes ASCII-armored files
+(:mod:`.armor`) and passphrase (scrypt) files (:mod:`.stanzas`), so a file
+someone made by hand with ``age -a`` or ``age -p`` still opens. Post-quantum
+recipients are refused with a message that says so.
 
 Every failure to read a file raises :class:`AgeError`, and its text tells at
-which stage the file failed: ``bad age header``, ``age header MAC``,
-``no identity matches`` or ``bad age payload``.
+which stage the file failed: ``bad age armor``, ``bad age header``,
+``age header MAC``, ``no identity matches`` or ``bad age payload``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from io import BytesIO
 from typing import BinaryIO, Self
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import bech32
+from .armor import ArmorReader, Source, armor, looks_armored
 from .errors import AgeError
+from .stanzas import (
+    FILE_KEY_SIZE,
+    HEADER,
+    Identity,
+    Passphrase,
+    Stanza,
+    b64decode,
+    b64encode,
+    hkdf,
+    unwrap,
+    wrap_x25519,
+)
+
+__all__ = [
+    "CHUNK_SIZE",
+    "AgeError",
+    "Decryptor",
+    "Encryptor",
+    "Identity",
+    "Passphrase",
+    "PayloadStream",
+    "armor",
+    "build_header",
+    "decrypt_bytes",
+    "encrypt_bytes",
+    "generate_identity",
+    "load_identities",
+    "new_file_key",
+    "parse_identity",
+    "parse_recipient",
+    "recipient_of",
+]
 
 CHUNK_SIZE = 65536
 TAG_SIZE = 16
-FILE_KEY_SIZE = 16
 NONCE_SIZE = 16
 _SEALED_CHUNK = CHUNK_SIZE + TAG_SIZE
 _MAX_INDEX = 1 << 88
 _VERSION_LINE = b"age-encryption.org/v1\n"
-_X25519_INFO = b"age-encryption.org/v1/X25519"
 _RECIPIENT_HRP = "age"
 _IDENTITY_HRP = "AGE-SECRET-KEY-"
 _BODY_COLUMNS = 64
 _MAX_LINE = 64 * 1024
-_ZERO_NONCE = bytes(12)
-_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_HEADER = "bad age header"
 _PAYLOAD = "bad age payload"
-
-
-def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
-    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
-
-
-def _b64encode(data: bytes) -> bytes:
-    return base64.b64encode(data).rstrip(b"=")
-
-
-def _b64decode(text: bytes, what: str) -> bytes:
-    """Decode unpadded base64, accepting only the one canonical spelling of each value."""
-    if text.translate(None, _B64_ALPHABET) or len(text) % 4 == 1:
-        raise AgeError(f"{_HEADER}: {what} is not unpadded base64")
-    try:
-        data = base64.b64decode(text + b"=" * (-len(text) % 4), validate=True)
-    except binascii.Error:
-        raise AgeError(f"{_HEADER}: {what} is not unpadded base64") from None
-    if _b64encode(data) != text:
-        raise AgeError(f"{_HEADER}: {what} is not canonical base64 (non-zero trailing bits)")
-    return data
 
 
 def generate_identity() -> str:
@@ -133,33 +137,8 @@ def new_file_key() -> bytes:
     return os.urandom(FILE_KEY_SIZE)
 
 
-@dataclass(frozen=True)
-class _Stanza:
-    args: tuple[bytes, ...]
-    body: bytes
-
-
-def _x25519_wrap_key(shared: bytes, share: bytes, recipient: bytes) -> bytes:
-    if shared == bytes(32):
-        raise AgeError(f"{_HEADER}: X25519 share gives the all-zero shared secret")
-    return _hkdf(shared, share + recipient, _X25519_INFO)
-
-
-def _wrap_x25519(file_key: bytes, recipient: X25519PublicKey) -> bytes:
-    ephemeral = X25519PrivateKey.generate()
-    share = ephemeral.public_key().public_bytes_raw()
-    try:
-        shared = ephemeral.exchange(recipient)
-    except ValueError:
-        raise AgeError("age recipient is a low-order X25519 point, which no one can decrypt") from None
-    wrap_key = _x25519_wrap_key(shared, share, recipient.public_bytes_raw())
-    body = ChaCha20Poly1305(wrap_key).encrypt(_ZERO_NONCE, file_key, None)
-    # A 32-byte body is 43 base64 characters: one body line, shorter than 64 columns.
-    return b"-> X25519 " + _b64encode(share) + b"\n" + _b64encode(body) + b"\n"
-
-
 def _header_mac(file_key: bytes, header: bytes) -> bytes:
-    return hmac.digest(_hkdf(file_key, b"", b"header"), header, "sha256")
+    return hmac.digest(hkdf(file_key, b"", b"header"), header, "sha256")
 
 
 def build_header(file_key: bytes, recipients: Sequence[str]) -> bytes:
@@ -169,23 +148,24 @@ def build_header(file_key: bytes, recipients: Sequence[str]) -> bytes:
     if isinstance(recipients, str) or not recipients:
         raise AgeError("age encryption needs at least one age1... recipient, as a list")
     keys = [parse_recipient(text) for text in recipients]
-    header = _VERSION_LINE + b"".join(_wrap_x25519(file_key, key) for key in keys) + b"---"
-    return header + b" " + _b64encode(_header_mac(file_key, header)) + b"\n"
+    header = _VERSION_LINE + b"".join(wrap_x25519(file_key, key) for key in keys) + b"---"
+    return header + b" " + b64encode(_header_mac(file_key, header)) + b"\n"
 
 
 class _HeaderReader:
     """Reads header lines, keeping the raw bytes the MAC will cover."""
 
-    def __init__(self, source: BinaryIO) -> None:
+    def __init__(self, source: Source, first_line: bytes) -> None:
         self._source = source
+        self._pending = first_line
         self.raw: list[bytes] = []
 
     def line(self) -> bytes:
-        line = self._source.readline(_MAX_LINE + 1)
+        line, self._pending = self._pending or self._source.readline(_MAX_LINE + 1), b""
         if not line.endswith(b"\n"):
             if len(line) > _MAX_LINE:
-                raise AgeError(f"{_HEADER}: a header line is longer than {_MAX_LINE} bytes")
-            raise AgeError(f"{_HEADER}: the file ends inside the header")
+                raise AgeError(f"{HEADER}: a header line is longer than {_MAX_LINE} bytes")
+            raise AgeError(f"{HEADER}: the file ends inside the header")
         self.raw.append(line)
         return line[:-1]
 
@@ -194,8 +174,8 @@ class _HeaderReader:
         while True:
             line = self.line()
             if len(line) > _BODY_COLUMNS:
-                raise AgeError(f"{_HEADER}: stanza body line is longer than {_BODY_COLUMNS} columns")
-            parts.append(_b64decode(line, "stanza body"))
+                raise AgeError(f"{HEADER}: stanza body line is longer than {_BODY_COLUMNS} columns")
+            parts.append(b64decode(line, "stanza body"))
             if len(line) < _BODY_COLUMNS:
                 return b"".join(parts)
 
@@ -203,78 +183,49 @@ class _HeaderReader:
 def _check_version(line: bytes) -> None:
     if line + b"\n" == _VERSION_LINE:
         return
-    if line.strip().startswith(b"-----BEGIN AGE ENCRYPTED FILE-----"):
-        raise AgeError("armored age files are not supported; decrypt this one with `age -d`")
+    if looks_armored(line):
+        raise AgeError(f"{HEADER}: the file is ASCII-armored, but was opened as a binary age file")
     if line.startswith(b"age-encryption.org/"):
         version = line.decode("ascii", "replace")
-        raise AgeError(f"{_HEADER}: unsupported version line {version!r}, expected v1")
-    raise AgeError(f"{_HEADER}: not an age file (no 'age-encryption.org/v1' line)")
+        raise AgeError(f"{HEADER}: unsupported version line {version!r}, expected v1")
+    raise AgeError(f"{HEADER}: not an age file (no 'age-encryption.org/v1' line)")
 
 
 def _parse_args(line: bytes) -> tuple[bytes, ...]:
     args = tuple(line[3:].split(b" "))
     for arg in args:
         if not arg or any(not 33 <= byte <= 126 for byte in arg):
-            raise AgeError(f"{_HEADER}: stanza line has an empty or non-printable argument")
+            raise AgeError(f"{HEADER}: stanza line has an empty or non-printable argument")
     return args
 
 
-def _read_header(source: BinaryIO) -> tuple[list[_Stanza], bytes, bytes]:
+def _open_source(source: Source, armored: bool | None) -> tuple[Source, bytes]:
+    """Return the binary age stream and its first line, taking any armor off on the way."""
+    first = source.readline(_MAX_LINE + 1)
+    if armored or (armored is None and looks_armored(first)):
+        reader = ArmorReader(source, first)
+        return reader, reader.readline(_MAX_LINE + 1)
+    return source, first
+
+
+def _read_header(source: Source, first_line: bytes) -> tuple[list[Stanza], bytes, bytes]:
     """Read the header: its stanzas, the bytes the MAC covers, and the MAC."""
-    reader = _HeaderReader(source)
+    reader = _HeaderReader(source, first_line)
     _check_version(reader.line())
-    stanzas: list[_Stanza] = []
+    stanzas: list[Stanza] = []
     while True:
         line = reader.line()
         if line.startswith(b"-> "):
             args = _parse_args(line)
-            stanzas.append(_Stanza(args, reader.body()))
+            stanzas.append(Stanza(args, reader.body()))
         elif line.startswith(b"--- "):
             mac_text = line[4:]
             if len(mac_text) != 43:
-                raise AgeError(f"{_HEADER}: MAC line must hold 43 base64 characters")
+                raise AgeError(f"{HEADER}: MAC line must hold 43 base64 characters")
             covered = b"".join(reader.raw[:-1]) + b"---"
-            return stanzas, covered, _b64decode(mac_text, "MAC")
+            return stanzas, covered, b64decode(mac_text, "MAC")
         else:
-            raise AgeError(f"{_HEADER}: expected a '-> ' stanza or the '--- ' MAC line")
-
-
-def _check_stanzas(stanzas: list[_Stanza]) -> list[_Stanza]:
-    """Validate the stanzas linerec understands and return the X25519 ones."""
-    found: list[_Stanza] = []
-    for stanza in stanzas:
-        kind = stanza.args[0]
-        if kind == b"scrypt":
-            if len(stanzas) > 1:
-                raise AgeError(f"{_HEADER}: a scrypt stanza must be the only stanza")
-            raise AgeError("passphrase (scrypt) age files are not supported; use an X25519 key")
-        if kind != b"X25519":
-            continue  # other recipient types are for other identities; skip them
-        if len(stanza.args) != 2:
-            raise AgeError(f"{_HEADER}: X25519 stanza must have exactly one argument")
-        if len(_b64decode(stanza.args[1], "X25519 share")) != 32:
-            raise AgeError(f"{_HEADER}: X25519 share must be 32 bytes")
-        if len(stanza.body) != FILE_KEY_SIZE + TAG_SIZE:
-            raise AgeError(f"{_HEADER}: X25519 stanza body must be 32 bytes")
-        found.append(stanza)
-    return found
-
-
-def _unwrap(stanzas: list[_Stanza], identities: Sequence[X25519PrivateKey]) -> bytes:
-    for identity in identities:
-        ours = identity.public_key().public_bytes_raw()
-        for stanza in stanzas:
-            share = _b64decode(stanza.args[1], "X25519 share")
-            try:
-                shared = identity.exchange(X25519PublicKey.from_public_bytes(share))
-            except ValueError:
-                shared = bytes(32)  # the library refuses low-order points: all-zero secret
-            wrap_key = _x25519_wrap_key(shared, share, ours)
-            try:
-                return ChaCha20Poly1305(wrap_key).decrypt(_ZERO_NONCE, stanza.body, None)
-            except InvalidTag:
-                continue
-    raise AgeError("no identity matches any recipient of this age file")
+            raise AgeError(f"{HEADER}: expected a '-> ' stanza or the '--- ' MAC line")
 
 
 def _chunk_nonce(index: int, *, final: bool) -> bytes:
@@ -290,7 +241,7 @@ class PayloadStream:
         self.nonce = os.urandom(NONCE_SIZE) if nonce is None else bytes(nonce)
         if len(self.nonce) != NONCE_SIZE:
             raise AgeError(f"age payload nonce has {len(self.nonce)} bytes, it must have 16")
-        self._aead = ChaCha20Poly1305(_hkdf(file_key, self.nonce, b"payload"))
+        self._aead = ChaCha20Poly1305(hkdf(file_key, self.nonce, b"payload"))
 
     def seal(self, index: int, plaintext: bytes | bytearray | memoryview, *, final: bool) -> bytes:
         """Encrypt chunk ``index``; only the final chunk may be short, and empty only at index 0."""
@@ -394,18 +345,24 @@ class Encryptor:
 class Decryptor:
     """Reads authenticated plaintext from an age file, holding at most two chunks at once.
 
-    The header is read and its MAC checked on construction. ``source`` is not
-    closed by :meth:`close`.
+    ``identities`` may mix X25519 keys and :class:`Passphrase` objects. An
+    ASCII-armored file is recognised by its BEGIN line (whitespace may come
+    first) and decoded as it is read; ``armored=True`` insists on armor,
+    ``armored=False`` refuses it. The header is read and its MAC checked on
+    construction. ``source`` is not closed by :meth:`close`.
     """
 
-    def __init__(self, source: BinaryIO, identities: Sequence[X25519PrivateKey]) -> None:
-        stanzas, covered, mac = _read_header(source)
-        file_key = _unwrap(_check_stanzas(stanzas), identities)
+    def __init__(
+        self, source: BinaryIO | Source, identities: Sequence[Identity], *, armored: bool | None = None
+    ) -> None:
+        source, first_line = _open_source(source, armored)
+        stanzas, covered, mac = _read_header(source, first_line)
+        file_key = unwrap(stanzas, identities)
         if not hmac.compare_digest(_header_mac(file_key, covered), mac):
             raise AgeError("age header MAC does not verify: the header was altered or corrupted")
         nonce = _read_exact(source, NONCE_SIZE)
         if len(nonce) != NONCE_SIZE:
-            raise AgeError(f"{_HEADER}: the file ends before the 16-byte payload nonce")
+            raise AgeError(f"{HEADER}: the file ends before the 16-byte payload nonce")
         self._source = source
         self._stream = PayloadStream(file_key, nonce)
         self._index = 0
@@ -504,7 +461,7 @@ class Decryptor:
         self.close()
 
 
-def _read_exact(source: BinaryIO, size: int) -> bytes:
+def _read_exact(source: Source, size: int) -> bytes:
     """Read ``size`` bytes, fewer only at the end of the source."""
     parts = []
     while size > 0 and (more := source.read(size)):
@@ -521,7 +478,7 @@ def encrypt_bytes(data: bytes, recipients: Sequence[str]) -> bytes:
     return sink.getvalue()
 
 
-def decrypt_bytes(data: bytes, identities: Sequence[X25519PrivateKey]) -> bytes:
-    """Decrypt a whole age file held in memory."""
-    with Decryptor(BytesIO(data), identities) as decryptor:
+def decrypt_bytes(data: bytes, identities: Sequence[Identity], *, armored: bool | None = None) -> bytes:
+    """Decrypt a whole age file held in memory, binary or armored (see :class:`Decryptor`)."""
+    with Decryptor(BytesIO(data), identities, armored=armored) as decryptor:
         return decryptor.read()
