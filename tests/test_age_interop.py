@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import pty
 import random
 import re
 import select
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -122,11 +122,9 @@ def test_age_cli_decrypts_what_we_armor(size: int, keygen_file: Path) -> None:
 
 def age_with_passphrase(passphrase: str, *args: str | Path) -> None:
     """Run ``age -p`` on a pseudo-terminal, where it asks for the passphrase twice."""
-    import pty  # POSIX only; the test using it is skipped elsewhere
-
     pid, terminal = pty.fork()
     if pid == 0:  # the child: age, with the pty as its controlling terminal
-        os.execvp("age", ["age", "-p", *map(str, args)])
+        os.execvp("age", ["age", "-p", *map(str, args)])  # noqa: S606 - a fixed argument list
     seen = b""
     try:
         for prompt in (b"Enter passphrase", b"Confirm passphrase"):
@@ -144,7 +142,6 @@ def age_with_passphrase(passphrase: str, *args: str | Path) -> None:
 
 @pytest.mark.agecli
 @needs_age
-@pytest.mark.skipif(sys.platform == "win32", reason="age -p needs a pseudo-terminal")
 @pytest.mark.parametrize("armored", [False, True], ids=["binary", "armored"])
 def test_our_decryptor_opens_age_cli_passphrase_files(armored: bool, tmp_path: Path) -> None:
     data = seeded_bytes(70_000)
@@ -369,15 +366,15 @@ def test_armored_file_decrypts_when_read_a_line_at_a_time(sealed: tuple[str, byt
 
 def test_garbage_after_armor_fails_the_last_read(sealed: tuple[str, bytes, bytes]) -> None:
     identity, _, ciphertext = sealed
-    with pytest.raises(AgeError, match="^bad age armor: data follows the '-----END AGE ENCRYPTED FILE-----' line$"):
+    with pytest.raises(AgeError, match=r"^bad age armor: data follows the '-----END AGE ENCRYPTED FILE-----' line$"):
         age.decrypt_bytes(age.armor(ciphertext) + b"PS: hello\n", [age.parse_identity(identity)])
 
 
 def test_passphrase_hides_its_text_and_checks_its_limit() -> None:
     assert "hunter2" not in repr(age.Passphrase("hunter2"))
-    with pytest.raises(AgeError, match="^age passphrase is empty$"):
+    with pytest.raises(AgeError, match=r"^age passphrase is empty$"):
         age.Passphrase("")
-    with pytest.raises(AgeError, match="^age passphrase max_work_factor 23 is outside 1 to 22$"):
+    with pytest.raises(AgeError, match=r"^age passphrase max_work_factor 23 is outside 1 to 22$"):
         age.Passphrase("hunter2", max_work_factor=23)
 
 

@@ -240,3 +240,11 @@ def test_identity_and_recipient_keep_their_case() -> None:
     assert age.recipient_of(identity).startswith("age1")
     with pytest.raises(AgeError, match="expected the prefix 'AGE-SECRET-KEY-'1"):
         age.parse_identity(identity.lower())
+
+
+def test_passphrase_with_a_lower_work_factor_limit_refuses_before_computing() -> None:
+    """A small machine can cap scrypt below age's 22; the refusal names both numbers."""
+    vector = load_vector(VECTOR_DIR / "scrypt")  # work factor 10
+    with pytest.raises(AgeError, match=r"^bad age header: scrypt work factor 10 is above the limit of 9 set for this"):
+        age.decrypt_bytes(vector.body, [age.Passphrase("password", max_work_factor=9)])
+    assert age.decrypt_bytes(vector.body, [age.Passphrase("password", max_work_factor=10)])
