@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -47,7 +46,8 @@ def test_missing_broker_and_keys_fail_with_what_to_do(tmp_path: Path, capsys: py
     assert main(["selftest", "--config", str(path)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[2].startswith(f"[FAIL] broker 127.0.0.1:{port}: cannot connect")
-    assert out[3] == f"[FAIL] keys: no signing key at {tmp_path / 'state' / 'signing.key'}; `linerec keys show` creates it"
+    key = tmp_path / "state" / "signing.key"
+    assert out[3] == f"[FAIL] keys: no signing key at {key}; `linerec keys show` creates it"
     assert out[-1] == "2 of 5 checks failed: broker 127.0.0.1:" + str(port) + ", keys"
 
 
@@ -92,7 +92,7 @@ def test_gpio_on_a_machine_without_the_board_fails_clearly(tmp_path: Path, monke
     from firmware.selftest import check_line  # noqa: PLC0415
 
     check = check_line(cfg)
-    if os.path.exists("/dev/gpiochip0") and check.ok:
+    if Path("/dev/gpiochip0").exists() and check.ok:
         pytest.skip("this machine has real GPIO")
     assert check.ok is False
     assert "is this a Raspberry Pi with the linerec board?" in check.detail

@@ -33,4 +33,5 @@ def file_devices(folder: Path, rate: int = 8000) -> dict[str, str]:
 
 def run_child(code: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """Run Python ``code`` in a child that sees the file devices."""
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    argv = [sys.executable, "-c", code]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
