@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -134,6 +135,7 @@ def _run(path: Path) -> int:
     uplink.start()
     try:
         script = [demo_calls()[i % 3] for i in range(cfg.sim.calls)]
+        script[0] = dataclasses.replace(script[0], gap_before_s=script[0].gap_before_s + cfg.sim.idle_before_s)
         clock = RealtimeClock() if cfg.sim.realtime else None
         with SimLine(script, sample_rate=cfg.audio.sample_rate, clock=clock, seed=cfg.sim.seed) as line:
             DeviceService(config=cfg, backend=line, spool=spool, signing_key=key, uplink=uplink).run(stop)

@@ -136,6 +136,7 @@ class SimSettings:
     calls: int = 3
     realtime: bool = False
     seed: int = 0
+    idle_before_s: float = 0.0  # extra quiet line before the first call
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -339,6 +340,7 @@ def _sim(t: Table) -> SimSettings:
         calls=t.integer("calls", 3, 1, 1000),
         realtime=t.get("realtime", bool, False),
         seed=t.integer("seed", 0, 0, 2**31),
+        idle_before_s=t.number("idle_before_s", 0.0, 0.0, 86400.0),
     )
     t.done()
     return result
