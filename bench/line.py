@@ -32,7 +32,13 @@ from firmware.wire import age  # noqa: E402
 from tests.support.broker import Mosquitto  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
-PEER_LOOP = "import time\nnext_t = time.monotonic()\nwhile True:\n    next_t += 0.02\n    time.sleep(max(0.0, next_t - time.monotonic()))\n"
+PEER_LOOP = """
+import time
+next_t = time.monotonic()
+while True:
+    next_t += 0.02
+    time.sleep(max(0.0, next_t - time.monotonic()))
+"""
 
 
 def cpu_seconds(pid: int) -> float:
