@@ -48,10 +48,11 @@ def _decode_line(line: bytes, number: int) -> bytes:
     if len(line) % 4:
         raise AgeError(f"{_ARMOR}: line {number} is not padded base64 (its length is not a multiple of 4)")
     try:
-        data = base64.b64decode(line, validate=True)
+        data = binascii.a2b_base64(line, strict_mode=True)
     except binascii.Error:
         raise AgeError(f"{_ARMOR}: line {number} holds characters outside base64") from None
-    if base64.b64encode(data) != line:
+    # Only a padded line has spare bits or spare "=" that could spell the same bytes twice.
+    if line.endswith(b"=") and binascii.b2a_base64(data, newline=False) != line:
         raise AgeError(f"{_ARMOR}: line {number} is not canonical base64")
     return data
 
