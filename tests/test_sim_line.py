@@ -368,7 +368,7 @@ def test_sim_clock_never_goes_back() -> None:
     [
         ({"number_absent": "X"}, "number_absent 'X' must be 'O' (unavailable), 'P' (private) or None"),
         ({"rings": 0, "answered": False}, "rings 0 is too few for an unanswered call"),
-        ({"hangup": "both"}, "hangup 'both' must be 'remote' or 'local'"),
+        ({"hangup": "both"}, "hangup 'both' must be 'remote', 'local', 'polarity', 'tone' or 'silence'"),
         ({"cadence": (2.0,)}, "cadence (2.0,) must be pairs of positive on/off seconds"),
         ({"gap_before_s": -1.0}, "gap_before_s -1.0 must be zero or more seconds"),
         ({"caller_number": "ACME"}, "caller_number 'ACME' has no digits"),
