@@ -1,0 +1,105 @@
+"""Every line scenario through the device's main loop: the right calls sealed, ended for the right reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from firmware.config import ArchiveSettings, CallSettings, DeviceConfig, DeviceSettings
+from firmware.line.sim import SimLine
+from firmware.service import DeviceService
+from firmware.spool import Spool
+from firmware.wire import age
+from firmware.wire.manifest import verify_manifest
+from firmware.wire.signing import load_or_create_signing_key
+
+IDENTITY = age.generate_identity()
+
+
+def run_scenario(tmp_path: Path, name: str, calls: CallSettings | None = None) -> tuple[SimLine, list[dict]]:  # type: ignore[type-arg]
+    config = DeviceConfig(
+        device=DeviceSettings(id="pi-1", state_dir=tmp_path),
+        archive=ArchiveSettings(recipients=(age.recipient_of(IDENTITY),)),
+        calls=calls or CallSettings(),
+    )
+    key = load_or_create_signing_key(config.device.signing_key_path)
+    spool = Spool(config.device.spool_dir)
+    line = SimLine.from_scenario(name, start_time=1_790_000_000.0, seed=5)
+    with line:
+        DeviceService(config=config, backend=line, spool=spool, signing_key=key).run()
+    manifests = []
+    for rec in spool.pending():
+        doc = age.decrypt_bytes(rec.manifest.read_bytes(), [age.parse_identity(IDENTITY)])
+        manifests.append(json.loads(verify_manifest(doc, key.public_key()).to_json()))
+    return line, manifests
+
+
+@pytest.mark.parametrize(
+    ("name", "cause"),
+    [
+        ("us-basic", "remote-loop-drop"),
+        ("cpc-hangup", "remote-loop-drop"),
+        ("polarity-hangup", "remote-polarity-reversal"),
+        ("tone-hangup", "remote-tone"),
+        ("silence-hangup", "silence-timeout"),
+        ("call-waiting", "local-onhook"),
+        ("extension-pickup", "remote-loop-drop"),
+        ("gb-pre-ring-cid", "local-onhook"),
+    ],
+)
+def test_each_answered_scenario_is_one_recording_ended_for_the_right_reason(
+    tmp_path: Path, name: str, cause: str
+) -> None:
+    _, manifests = run_scenario(tmp_path, name)
+    assert len(manifests) == 1
+    [m] = manifests
+    assert (m["answered"], m["hangup_cause"]) == (True, cause)
+    assert m["audio"]["duration_s"] > 5.0
+
+
+def test_silence_ends_the_call_after_the_timeout_not_when_the_line_is_finally_hung_up(tmp_path: Path) -> None:
+    line, [m] = run_scenario(tmp_path, "silence-hangup", CallSettings(silence_timeout_s=10.0))
+    talk_end = max(e.t_end for e in line.script_timeline() if e.kind == "talk")
+    ended = m["audio"]["duration_s"]
+    answered = next(e.t_start for e in line.script_timeline() if e.kind in ("talk", "pause"))
+    # Ended 10 s after the last word (give or take the answer-to-first-word gap), well before the 40 s of quiet ran out.
+    assert talk_end - answered + 9.0 < ended < talk_end - answered + 12.0
+
+
+def test_call_waiting_keeps_a_single_recording_and_notes_the_alert(tmp_path: Path) -> None:
+    _, manifests = run_scenario(tmp_path, "call-waiting")
+    assert len(manifests) == 1
+    assert manifests[0]["extra"]["call_waiting_alerts"] == 1
+
+
+def test_caller_id_sent_before_the_first_ring_is_kept_with_the_call(tmp_path: Path) -> None:
+    _, [m] = run_scenario(tmp_path, "gb-pre-ring-cid")
+    assert m["caller_id"]["number"] == "02079460018"
+    assert m["caller_id"]["standard"] == "etsi-v23"
+
+
+def test_a_missed_call_is_filed_with_its_caller_and_no_audio(tmp_path: Path) -> None:
+    _, [m] = run_scenario(tmp_path, "missed")
+    assert (m["answered"], m["hangup_cause"], m["ring_count"]) == (False, "unanswered", 4)
+    assert m["audio"]["frames"] == 0
+    assert m["caller_id"]["name"] == "J SMITH"
+
+
+def test_the_answering_machine_answers_greets_records_the_message_and_hangs_up(tmp_path: Path) -> None:
+    calls = CallSettings(answering_machine=True, answer_after_rings=4)
+    line, [m] = run_scenario(tmp_path, "answering-machine", calls)
+    asked = [what for _, what in line.requests]
+    assert asked[0] == "off-hook"
+    assert asked[1].startswith("play ")
+    assert asked[-1] == "on-hook"
+    assert (m["answered"], m["extra"]["answered_by"], m["ring_count"]) == (True, "machine", 4)
+    assert m["hangup_cause"] == "remote-loop-drop"
+    assert m["audio"]["duration_s"] > 4.0
+
+
+def test_without_the_answering_machine_nobody_answers_and_the_call_is_missed(tmp_path: Path) -> None:
+    line, [m] = run_scenario(tmp_path, "answering-machine")
+    assert line.requests == []
+    assert (m["answered"], m["hangup_cause"]) == (False, "unanswered")
