@@ -6,9 +6,12 @@ it, standing in for the sound card), with a second thread playing the ring
 optocoupler into the mock pin the way gpiozero's own threads deliver real
 edges. It measures, with ``time.perf_counter``, how long after the
 ``drive_low()`` that qualifies a ring the :class:`RingStart` comes out of
-``read_block()``. An edge waits for the end of the audio block it falls in, so
-the latency is spread over one block: its median is about half a block plus
-the backend's own processing. It prints nothing.
+``read_block()``. A real-time ``read_block`` hands an event on as soon as an
+edge decides it, without waiting for the end of the audio block.
+
+:func:`gpiozero_callback_latency` is the peer: how long gpiozero itself takes
+from a mock pin's edge to a ``when_activated`` callback, the least any code on
+gpiozero can take. Neither prints anything.
 """
 
 from __future__ import annotations
@@ -85,4 +88,26 @@ def gpio_edge_latency(n: int, *, block_ms: int = 20, seed: int = 0) -> list[floa
             latencies.append(seen_at - drive_times[QUALIFYING_PULSE])
     finally:
         line.close()
+    return latencies
+
+
+def gpiozero_callback_latency(n: int) -> list[float]:
+    """Seconds from a mock pin's ``drive_low()`` to gpiozero calling ``when_activated``, n times."""
+    from gpiozero import DigitalInputDevice  # noqa: PLC0415
+
+    factory = MockFactory()
+    device = DigitalInputDevice(default_gpio().ring_pin, pull_up=True, pin_factory=factory)
+    pin = factory.pin(default_gpio().ring_pin)
+    seen: list[float] = []
+    device.when_activated = lambda: seen.append(time.perf_counter())
+    latencies: list[float] = []
+    try:
+        for _ in range(n):
+            before = len(seen)
+            start = time.perf_counter()
+            pin.drive_low()
+            latencies.append(seen[before] - start)
+            pin.drive_high()
+    finally:
+        device.close()
     return latencies

@@ -208,7 +208,7 @@ class DeviceService:
 
     def run(self, stop: threading.Event | None = None) -> list[str]:
         """Serve the line until it closes or ``stop`` is set; returns the recordings sealed."""
-        block_s = self._backend.block_frames / self._backend.sample_rate
+        rate = self._backend.sample_rate
         t = 0.0
         while stop is None or not stop.is_set():
             block = self._backend.read_block()
@@ -219,7 +219,7 @@ class DeviceService:
                 self.call, actions = calls.step(self.call, event, self._policy)
                 self._announce(before, self.call, event)
                 self._act(actions)
-            t = block.t + block_s
+            t = block.t + len(block.audio) / rate
             if self._recorder.active:
                 self._recorder.write(block.audio)
                 if _mean_square(block.audio) > self._quiet_ms:

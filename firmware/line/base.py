@@ -181,10 +181,11 @@ LineEvent = (
 class LineBlock:
     """One block of line audio and the events that happened while it was captured."""
 
-    # Time of the first sample of `audio`.
+    # Time of the first sample of `audio` (or of the events, when there is no audio).
     t: float
     events: tuple[LineEvent, ...]
-    # int16 mono, `backend.block_frames` long, at `backend.sample_rate`.
+    # int16 mono at `backend.sample_rate`: `backend.block_frames` long, or empty when a
+    # backend hands events on before the block's audio is complete (the audio follows).
     audio: NDArray[np.int16]
 
 
@@ -213,8 +214,9 @@ class LineBackend(abc.ABC):
 
     * ``name``, ``sample_rate`` and ``block_frames`` (attributes or properties);
     * :meth:`read_block`: block until the next block of audio is complete and
-      return it with the events that happened meanwhile; return ``None`` once the
-      line is gone for good (a simulated script has finished);
+      return it with the events that happened meanwhile (or return the events at
+      once in a block without audio); return ``None`` once the line is gone for
+      good (a simulated script has finished);
     * :meth:`set_hook`: take the line off-hook or put it back on-hook;
     * :meth:`play`: queue int16 mono audio at ``sample_rate`` to the line;
     * :meth:`close`: release the hardware; calling it twice is harmless.

@@ -6,6 +6,7 @@ without ever sleeping through them.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Protocol
 
@@ -19,6 +20,10 @@ class Clock(Protocol):
 
     def sleep_until(self, t: float) -> None:
         """Return once ``now()`` has reached ``t``."""
+        ...
+
+    def wait(self, signal: threading.Event, until: float) -> bool:
+        """Wait for ``signal`` until ``until`` at the latest; True if it came."""
         ...
 
 
@@ -35,6 +40,13 @@ class SimClock:
     def sleep_until(self, t: float) -> None:
         """Jump to ``t`` at once (time never goes back)."""
         self._now = max(self._now, t)
+
+    def wait(self, signal: threading.Event, until: float) -> bool:
+        """Virtual time does not pass while waiting, so there is nothing to wait for: False.
+
+        Whatever was signalled is taken up with the next block instead.
+        """
+        return False
 
 
 class RealtimeClock:
@@ -54,3 +66,7 @@ class RealtimeClock:
         delay = t - self.now()
         if delay > 0:
             time.sleep(delay)
+
+    def wait(self, signal: threading.Event, until: float) -> bool:
+        """Wait in real time for ``signal``, until ``until`` at the latest."""
+        return signal.wait(max(0.0, until - self.now()))

@@ -21,7 +21,9 @@ simulated line.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
+import threading
 import warnings
 from collections import deque
 from pathlib import Path
@@ -38,6 +40,8 @@ from firmware.wire.errors import ConfigError
 
 __all__ = ["LED_STATES", "ClockedSilence", "GpioLine"]
 
+log = logging.getLogger(__name__)
+
 LED_STATES = ("idle", "ringing", "recording", "fault")
 # Where the kernel's GPIO character devices live; a Pi always has /dev/gpiochip0.
 DEV_DIR = Path("/dev")
@@ -51,6 +55,7 @@ _NO_GPIO = (
 )
 
 _RING, _HOOK, _POLARITY = "ring", "hook", "polarity"
+_NO_AUDIO: NDArray[np.int16] = np.zeros(0, dtype=np.int16)
 
 
 def _gpio_unavailable(detail: str) -> LineError:
@@ -81,6 +86,9 @@ def _default_factory(gz: Any) -> Any:
             detail = f"gpiozero found no pin library ({exc}"
             detail += f" {'; '.join(tried)})" if tried else ")"
             raise _gpio_unavailable(detail) from None
+    for warning in caught:
+        # gpiozero's own note on the pin library it settled for (the slow "native" one, say).
+        log.warning("gpiozero: %s", warning.message)
     factory = gz.Device.pin_factory
     if not isinstance(factory, gz.pins.mock.MockFactory) and not any(DEV_DIR.glob("gpiochip*")):
         raise _gpio_unavailable(f"there is no {DEV_DIR}/gpiochip* device")
@@ -168,6 +176,9 @@ class GpioLine(LineBackend):
         self._hook = HookSense(line)
         # (t, input, level), appended by gpiozero's threads; deque appends are atomic.
         self._edges: deque[tuple[float, str, bool]] = deque()
+        # Set by the edge callbacks, so a waiting read_block hands events on at once.
+        self._edge_signal = threading.Event()
+        self._next_block_due = -math.inf
         self._last_poll = -math.inf
         self._audio_error: str | None = None
         self._relay_on = False
@@ -222,11 +233,12 @@ class GpioLine(LineBackend):
         return device
 
     def _callback(self, kind: str, *, level: bool) -> Any:
-        edges, clock = self._edges, self._clock
+        edges, clock, signal = self._edges, self._clock, self._edge_signal
 
         def on_edge() -> None:
-            # Runs in gpiozero's thread: stamp and queue, nothing more.
+            # Runs in gpiozero's thread: stamp, queue and wake the reader, nothing more.
             edges.append((clock.now(), kind, level))
+            signal.set()
 
         return on_edge
 
@@ -238,9 +250,22 @@ class GpioLine(LineBackend):
     # -- LineBackend --------------------------------------------------------
 
     def read_block(self) -> LineBlock | None:
-        """The next block of audio, with the line events decided while it was captured."""
+        """The next block of audio, with the line events decided while it was captured.
+
+        In real time, an edge that decides an event while the block is still being
+        captured is handed on at once in a block without audio, so the call state
+        machine hears of a ring or a hang-up within a millisecond, not at the end
+        of the block; the audio follows in the next block.
+        """
         if self._closed:
             return None
+        while self._clock.wait(self._edge_signal, self._next_block_due):
+            self._edge_signal.clear()
+            now = self._clock.now()
+            early = self._detect(now)
+            if early:
+                self._show_led()
+                return LineBlock(now, tuple(early), _NO_AUDIO)
         events: list[LineEvent] = []
         try:
             audio = self._audio.read(self.block_frames)
@@ -257,6 +282,7 @@ class GpioLine(LineBackend):
             events.append(self.health())
         events.extend(self._detect(now))
         self._show_led()
+        self._next_block_due = now + self._block_s
         return LineBlock(now - self._block_s, tuple(events), audio)
 
     def _detect(self, now: float) -> list[LineEvent]:
