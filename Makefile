@@ -15,6 +15,7 @@ test: bootstrap
 
 bench: bootstrap
 	$(PY) bench/envelope.py
+	$(PY) bench/line.py
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

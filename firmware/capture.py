@@ -35,42 +35,38 @@ class SoundCard:
         queue_blocks: int = 100,
         playback: bool = True,
     ) -> None:
-        import sounddevice as sd  # noqa: PLC0415  (PortAudio is needed only when a card is used)
-
         self.sample_rate = sample_rate
         self.block_frames = block_frames
         self.overflows = 0  # blocks dropped because the reader fell behind
         self.driver_overflows = 0  # blocks the sound card itself reported lost
+        self._device = device
+        self._playback = playback
         self._blocks: queue.Queue[NDArray[np.int16]] = queue.Queue(maxsize=queue_blocks)
         self._out: deque[NDArray[np.int16]] = deque()
         self._out_lock = threading.Lock()
-        try:
-            self._input = sd.InputStream(
-                device=device,
-                samplerate=sample_rate,
-                channels=1,
-                dtype="int16",
-                blocksize=block_frames,
-                callback=self._captured,
-            )
-            self._output = (
-                sd.OutputStream(
-                    device=device,
-                    samplerate=sample_rate,
-                    channels=1,
-                    dtype="int16",
-                    blocksize=block_frames,
-                    callback=self._playing,
-                )
-                if playback
-                else None
-            )
-        except (sd.PortAudioError, ValueError) as exc:
-            msg = f"sound device {device if device is not None else '(default)'} cannot run at {sample_rate} Hz: {exc}"
-            raise LineError(msg) from None
+        self._input: Any = None
+        self._output: Any = None
 
     def start(self) -> None:
-        """Start capturing (and playing silence until there is something to play)."""
+        """Open the card and start capturing (and playing silence until there is something to play)."""
+        import sounddevice as sd  # noqa: PLC0415  (PortAudio is needed only when a card is used)
+
+        device, rate = self._device, self.sample_rate
+        streams: dict[str, Any] = {
+            "device": device,
+            "samplerate": rate,
+            "channels": 1,
+            "dtype": "int16",
+            "blocksize": self.block_frames,
+        }
+        try:
+            self._input = sd.InputStream(callback=self._captured, **streams)
+            if self._playback:
+                self._output = sd.OutputStream(callback=self._playing, **streams)
+        except (sd.PortAudioError, ValueError) as exc:
+            self.close()
+            msg = f"sound device {device if device is not None else '(default)'} cannot run at {rate} Hz: {exc}"
+            raise LineError(msg) from None
         self._input.start()
         if self._output is not None:
             self._output.start()
@@ -123,8 +119,9 @@ class SoundCard:
             return bool(self._out)
 
     def close(self) -> None:
-        """Stop and close both streams."""
+        """Stop and close both streams; safe to call more than once."""
         for stream in (self._input, self._output):
             if stream is not None:
                 stream.stop()
                 stream.close()
+        self._input = self._output = None

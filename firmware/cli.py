@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 from types import FrameType
 
 from firmware import __version__, config
-from firmware.errors import ConfigError, LinerecError
+from firmware.errors import LinerecError
 
 log = logging.getLogger("linerec")
 
@@ -102,18 +101,12 @@ def _keys_show(path: Path) -> int:
 
 def _run(path: Path) -> int:
     cfg = config.load(path)
-    from firmware.line.sim import RealtimeClock, SimLine, demo_calls  # noqa: PLC0415
+    from firmware.line import open_backend  # noqa: PLC0415
     from firmware.service import DeviceService  # noqa: PLC0415
     from firmware.spool import Spool  # noqa: PLC0415
     from firmware.uplink import Uplink  # noqa: PLC0415
     from firmware.wire.signing import load_or_create_signing_key  # noqa: PLC0415
 
-    if cfg.device.line != "sim":
-        msg = (
-            f"{path}: device.line is {cfg.device.line!r}, but this build has only the simulated line;"
-            " set device.line = \"sim\""
-        )
-        raise ConfigError(msg)
     key = load_or_create_signing_key(cfg.device.signing_key_path)
     spool = Spool(cfg.device.spool_dir)
     spool.recover()  # logs each interrupted recording; none is ever deleted
@@ -125,6 +118,7 @@ def _run(path: Path) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    line = open_backend(cfg)
     uplink = Uplink(
         device_id=cfg.device.id,
         spool=spool,
@@ -134,14 +128,12 @@ def _run(path: Path) -> int:
     )
     uplink.start()
     try:
-        script = [demo_calls()[i % 3] for i in range(cfg.sim.calls)]
-        script[0] = dataclasses.replace(script[0], gap_before_s=script[0].gap_before_s + cfg.sim.idle_before_s)
-        clock = RealtimeClock() if cfg.sim.realtime else None
-        with SimLine(script, sample_rate=cfg.audio.sample_rate, clock=clock, seed=cfg.sim.seed) as line:
+        with line:
             DeviceService(config=cfg, backend=line, spool=spool, signing_key=key, uplink=uplink).run(stop)
-        log.info("simulated line finished; delivering what is left in the spool")
-        while not stop.is_set() and not uplink.wait_delivered(1.0):
-            pass
+        if cfg.device.line == "sim":
+            log.info("simulated line finished; delivering what is left in the spool")
+            while not stop.is_set() and not uplink.wait_delivered(1.0):
+                pass
     finally:
         uplink.stop()
     return 0

@@ -62,7 +62,7 @@ def test_a_missing_sound_device_is_one_clear_error(tmp_path: Path) -> None:
         "from firmware.capture import SoundCard\n"
         "from firmware.line.base import LineError\n"
         "try:\n"
-        "    SoundCard(device='no such card', sample_rate=8000, block_frames=160)\n"
+        "    SoundCard(device='no such card', sample_rate=8000, block_frames=160).start()\n"
         "except LineError as e:\n"
         "    print(e)\n"
     )
