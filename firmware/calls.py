@@ -98,6 +98,8 @@ class Call:
     caller_id_at: float | None = None
     # Who took the call: "phone" (a phone on the line) or "machine" (linerec answered).
     answered_by: str | None = None
+    # linerec holds the line off-hook (it answered), and must let it go when the call ends.
+    line_taken: bool = False
     # The last time the line carried sound, for the silence timeout.
     last_sound_at: float | None = None
     # Polarity reversals since the call was answered (the first one of an outgoing call is the answer).
@@ -210,14 +212,17 @@ def _end(call: Call, t: float, cause: HangupCause) -> tuple[Call, tuple[Action, 
     ended = dataclasses.replace(call, state=CallState.ENDED, ended_at=t, hangup_cause=cause)
     if call.state is not CallState.ANSWERED:
         return IDLE, (CallEnded(t, ended),)
-    if call.answered_by == "machine":
+    if call.line_taken:
         return IDLE, (StopRecording(t), ReleaseLine(t), CallEnded(t, ended))
     return IDLE, (StopRecording(t), CallEnded(t, ended))
 
 
 def _answer(call: Call, t: float, by: str = "phone") -> tuple[Call, tuple[Action, ...]]:
-    answered = dataclasses.replace(call, state=CallState.ANSWERED, answered_at=t, answered_by=by, last_sound_at=t)
-    if by == "machine":
+    machine = by == "machine"
+    answered = dataclasses.replace(
+        call, state=CallState.ANSWERED, answered_at=t, answered_by=by, last_sound_at=t, line_taken=machine
+    )
+    if machine:
         return answered, (TakeLine(t), StartRecording(t), PlayGreeting(t))
     return answered, (StartRecording(t),)
 

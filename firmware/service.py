@@ -32,7 +32,7 @@ from firmware.calls import (
 from firmware.config import DeviceConfig
 from firmware.encoder import EncodedAudio, EncryptedFlacWriter
 from firmware.errors import ConfigError, RecordingError
-from firmware.line.base import LineBackend, RingStart
+from firmware.line.base import LineBackend, RingStart, ToneDetector
 from firmware.spool import Spool
 from firmware.uplink import Uplink
 from firmware.wire import age
@@ -179,9 +179,12 @@ class DeviceService:
         spool: Spool,
         signing_key: Ed25519PrivateKey,
         uplink: Uplink | None = None,
+        tone_detector: ToneDetector | None = None,
     ) -> None:
         self._config = config
         self._backend = backend
+        # Call-progress tones heard in the call's audio end it when nothing better says so.
+        self._tones = tone_detector
         self._uplink = uplink
         c = config.calls
         self._policy = calls.CallPolicy(
@@ -224,6 +227,9 @@ class DeviceService:
                 self._recorder.write(block.audio)
                 if _mean_square(block.audio) > self._quiet_ms:
                     self.call = calls.heard(self.call, t)
+                for tone in self._tones.feed(block.t, block.audio) if self._tones else ():
+                    self.call, actions = calls.step(self.call, tone, self._policy)
+                    self._act(actions)
             self.call, actions = calls.tick(self.call, t, self._policy)
             self._act(actions)
         self.call, actions = calls.line_lost(self.call, t)
@@ -234,6 +240,8 @@ class DeviceService:
         for action in actions:
             if isinstance(action, StartRecording):
                 self._recorder.start(action.t)
+                if self._tones is not None:
+                    self._tones.reset()
             elif isinstance(action, TakeLine):
                 self._backend.set_hook(True)
             elif isinstance(action, PlayGreeting):
@@ -242,7 +250,7 @@ class DeviceService:
                 self._backend.set_hook(False)
             elif isinstance(action, CallEnded):
                 self._recorder.finish(action.call)
-                self._event("ended", action.call)
+                self._event("ended" if action.call.answered else "missed", action.call)
 
     def _announce(self, before: Call, after: Call, event: object) -> None:
         if isinstance(event, RingStart) and after.state is CallState.RINGING:
@@ -252,7 +260,7 @@ class DeviceService:
 
     def _event(self, kind: str, call: Call) -> None:
         facts: dict[str, object] = {"ring_count": call.ring_count, "line": self._config.device.line_name}
-        if kind == "ended":
+        if kind in ("ended", "missed"):
             facts["answered"] = call.answered
             facts["hangup_cause"] = str(call.hangup_cause)
         log.info("line %s: %s %s", self._config.device.line_name, kind, _describe(kind, call))

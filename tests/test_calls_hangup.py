@@ -165,7 +165,8 @@ def test_picking_up_a_phone_during_the_message_turns_it_into_a_conversation() ->
     call = heard(call, 200.0)
     assert tick(call, 210.0, MACHINE)[0].state is CallState.ANSWERED  # no message limits any more
     _, actions = play([OnHook(400.0)], MACHINE, call=call)
-    assert [type(a) for a in actions] == [StopRecording, CallEnded]
+    # linerec still holds the line it took: it lets go when the call ends.
+    assert [type(a) for a in actions] == [StopRecording, ReleaseLine, CallEnded]
 
 
 @pytest.mark.parametrize(

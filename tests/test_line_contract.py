@@ -15,12 +15,14 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from firmware import calls
-from firmware.config import LineSettings, default_gpio
+from firmware.config import LineSettings, ModemSettings, default_gpio
 from firmware.line.base import LineBackend, LineBlock, LineEvent, RingStart
 from firmware.line.cadence import cadence_for_country
 from firmware.line.clock import SimClock
 from firmware.line.gpio import ClockedSilence, GpioLine
+from firmware.line.modem import ModemLine
 from firmware.line.sim import ScriptedCall, SimLine
+from tests.support.modem_sim import ModemDriver, ModemSim
 from tests.support.optoline import LineDriver, OptoLine
 
 T0 = 1_790_000_000.0
@@ -64,7 +66,25 @@ def gpio_rig() -> Rig:
     return Rig(line, play)
 
 
-RIGS: dict[str, Callable[[], Rig]] = {"sim": sim_rig, "gpio": gpio_rig}
+def modem_rig() -> Rig:
+    modem = ModemSim()
+    clock = SimClock(T0)
+    line = ModemLine(settings=ModemSettings(port=modem.path, command_timeout_s=0.5), clock=clock)
+    line.start()
+    driver = ModemDriver(line, modem, clock)
+    cadence = cadence_for_country("US")
+
+    def play() -> list[LineBlock]:
+        driver.run_for(1.0)
+        # One RING per ring cycle, as the modem reports them; the test's clock moves between them.
+        modem.ring(6, between=lambda: driver.run_for(cadence.period_s))
+        driver.run_for(cadence.period_s + POLICY.ring_timeout_s)
+        return driver.blocks
+
+    return Rig(line, play, cleanup=[modem.close])
+
+
+RIGS: dict[str, Callable[[], Rig]] = {"sim": sim_rig, "gpio": gpio_rig, "modem": modem_rig}
 
 
 @pytest.fixture(params=sorted(RIGS))

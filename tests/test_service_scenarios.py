@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from firmware.config import ArchiveSettings, CallSettings, DeviceConfig, DeviceSettings
+from firmware.line.base import ToneDetected
 from firmware.line.sim import SimLine
 from firmware.service import DeviceService
 from firmware.spool import Spool
@@ -103,3 +104,42 @@ def test_without_the_answering_machine_nobody_answers_and_the_call_is_missed(tmp
     line, [m] = run_scenario(tmp_path, "answering-machine")
     assert line.requests == []
     assert (m["answered"], m["hangup_cause"]) == (False, "unanswered")
+
+
+class BusyAfter:
+    """A tone detector standing in for the DSP's: it hears busy tone from a set time on."""
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+        self.resets = 0
+        self.fed = 0
+
+    def feed(self, t: float, audio: object) -> list[ToneDetected]:
+        self.fed += 1
+        return [ToneDetected(t, "busy")] if t >= self.at else []
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
+def test_a_tone_the_detector_hears_in_the_call_audio_ends_the_call(tmp_path: Path) -> None:
+    config = DeviceConfig(
+        device=DeviceSettings(id="pi-1", state_dir=tmp_path),
+        archive=ArchiveSettings(recipients=(age.recipient_of(IDENTITY),)),
+    )
+    key = load_or_create_signing_key(config.device.signing_key_path)
+    line = SimLine.from_scenario("silence-hangup", start_time=1_790_000_000.0, seed=5)
+    answered_at = next(e.t_start for e in line.script_timeline() if e.kind in ("talk", "pause"))
+    detector = BusyAfter(answered_at + 4.0)
+    with line:
+        service = DeviceService(
+            config=config, backend=line, spool=Spool(config.device.spool_dir), signing_key=key, tone_detector=detector
+        )
+        [rec_id] = service.run()
+    rec = Spool(config.device.spool_dir).get(rec_id)
+    doc = age.decrypt_bytes(rec.manifest.read_bytes(), [age.parse_identity(IDENTITY)])
+    manifest = verify_manifest(doc, key.public_key())
+    assert manifest.hangup_cause == "remote-tone"
+    assert 3.9 < manifest.duration_s < 4.5
+    assert detector.resets == 1
+    assert detector.fed > 0

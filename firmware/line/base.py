@@ -37,6 +37,7 @@ __all__ = [
     "RingStart",
     "ScriptError",
     "ToneDetected",
+    "ToneDetector",
 ]
 
 
@@ -153,6 +154,22 @@ class ToneDetected:
 
 
 TONES = ("busy", "reorder", "dial", "ringback", "howler", "sit", "call-waiting", "cas")
+
+
+class ToneDetector(Protocol):
+    """Listens to the line's audio for call-progress and alert tones.
+
+    The device feeds it every block of a call in progress; it returns the tones
+    it recognised, each when its cadence has been confirmed.
+    """
+
+    def feed(self, t: float, audio: NDArray[np.int16]) -> list[ToneDetected]:
+        """Take the block of audio that starts at ``t``; return tones recognised by its end."""
+        ...
+
+    def reset(self) -> None:
+        """Forget what was heard: a new call starts."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
