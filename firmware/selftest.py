@@ -85,6 +85,9 @@ def _probe_modem(config: DeviceConfig) -> str:
     except serial.SerialException as exc:
         msg = f"serial port {m.port} cannot be opened: {exc}"
         raise RuntimeError(msg) from None
+    if b"ERROR" in reply:
+        msg = f"the modem on {m.port} answered AT with ERROR"
+        raise RuntimeError(msg)
     if b"OK" not in reply:
         msg = f"the modem on {m.port} did not answer AT within {m.command_timeout_s:g} s"
         raise RuntimeError(msg)

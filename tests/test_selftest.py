@@ -120,3 +120,32 @@ def test_a_sound_device_that_does_not_exist_fails(tmp_path: Path) -> None:
     check = check_sound(cfg)
     assert check.ok is False
     assert "no such card" in check.detail or "PortAudio" in check.detail
+
+
+def test_a_modem_that_answers_at_passes(tmp_path: Path) -> None:
+    from tests.support.modem_sim import ModemSim  # noqa: PLC0415
+
+    with ModemSim() as modem:
+        cfg = device_config.load(
+            write_config(tmp_path, line="modem", port=1883, extra=f'[modem]\nport = "{modem.path}"\n')
+        )
+        from firmware.selftest import check_line  # noqa: PLC0415
+
+        check = check_line(cfg)
+        assert (check.ok, check.detail) == (True, f"the modem on {modem.path} answers AT")
+        assert modem.commands == ["AT"]
+
+
+def test_a_modem_that_does_not_say_ok_fails(tmp_path: Path) -> None:
+    from tests.support.modem_sim import ModemSim  # noqa: PLC0415
+
+    with ModemSim(refuse=("AT",)) as modem:
+        cfg = device_config.load(
+            write_config(
+                tmp_path, line="modem", port=1883, extra=f'[modem]\nport = "{modem.path}"\ncommand_timeout_s = 0.5\n'
+            )
+        )
+        from firmware.selftest import check_line  # noqa: PLC0415
+
+        check = check_line(cfg)
+        assert (check.ok, check.detail) == (False, f"the modem on {modem.path} answered AT with ERROR")
