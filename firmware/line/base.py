@@ -38,6 +38,7 @@ __all__ = [
     "ScriptError",
     "ToneDetected",
     "ToneDetector",
+    "frames_per_block",
 ]
 
 
@@ -222,6 +223,14 @@ class AudioSource(Protocol):
     def close(self) -> None:
         """Stop capturing and playing."""
         ...
+
+
+def frames_per_block(sample_rate: int, block_ms: int) -> int:
+    """Frames in a block of ``block_ms`` at ``sample_rate``; ValueError unless that is a whole number."""
+    if not 1 <= block_ms <= 1000 or (sample_rate * block_ms) % 1000:
+        msg = f"block_ms {block_ms!r} must be 1..1000 and a whole number of frames at {sample_rate} Hz"
+        raise ValueError(msg)
+    return sample_rate * block_ms // 1000
 
 
 class LineBackend(abc.ABC):

@@ -33,7 +33,17 @@ import numpy as np
 from numpy.typing import NDArray
 
 from firmware.config import GpioSettings, LineSettings
-from firmware.line.base import AudioSource, BackendHealth, LineBackend, LineBlock, LineError, LineEvent, OffHook, OnHook
+from firmware.line.base import (
+    AudioSource,
+    BackendHealth,
+    LineBackend,
+    LineBlock,
+    LineError,
+    LineEvent,
+    OffHook,
+    OnHook,
+    frames_per_block,
+)
 from firmware.line.clock import Clock, RealtimeClock
 from firmware.line.detect import HookSense, PolarityWatch, RingDetector
 from firmware.wire.errors import ConfigError
@@ -164,11 +174,11 @@ class GpioLine(LineBackend):
         block_ms: int = 20,
     ) -> None:
         rate = audio.sample_rate
-        if not 1 <= block_ms <= 1000 or (rate * block_ms) % 1000:
-            msg = f"block_ms {block_ms!r} must be 1..1000 and a whole number of frames at {rate} Hz"
-            raise ConfigError(msg)
+        try:
+            self.block_frames = frames_per_block(rate, block_ms)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.sample_rate = rate
-        self.block_frames = rate * block_ms // 1000
         self._block_s = self.block_frames / rate
         self._audio = audio
         self._clock: Clock = RealtimeClock() if clock is None else clock

@@ -61,7 +61,16 @@ import serial.threaded
 from numpy.typing import NDArray
 
 from firmware.config import ModemSettings
-from firmware.line.base import BackendHealth, LineBackend, LineBlock, LineError, LineEvent, OffHook, OnHook
+from firmware.line.base import (
+    BackendHealth,
+    LineBackend,
+    LineBlock,
+    LineError,
+    LineEvent,
+    OffHook,
+    OnHook,
+    frames_per_block,
+)
 from firmware.line.clock import Clock, RealtimeClock
 from firmware.line.modem_protocol import (
     DLE,
@@ -135,11 +144,11 @@ class ModemLine(LineBackend):
         if sample_rate != SAMPLE_RATE:
             msg = f"sample_rate {sample_rate!r} is not possible on a voice modem: use {SAMPLE_RATE}"
             raise ConfigError(msg)
-        if not 1 <= block_ms <= 1000 or (sample_rate * block_ms) % 1000:
-            msg = f"block_ms {block_ms!r} must be 1..1000 and a whole number of frames at {sample_rate} Hz"
-            raise ConfigError(msg)
+        try:
+            self.block_frames = frames_per_block(sample_rate, block_ms)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.sample_rate = sample_rate
-        self.block_frames = sample_rate * block_ms // 1000
         self._block_s = self.block_frames / sample_rate
         self._settings = settings
         self._clock: Clock = RealtimeClock() if clock is None else clock

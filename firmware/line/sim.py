@@ -33,6 +33,7 @@ from firmware.line.base import (
     RingEnd,
     RingStart,
     ScriptError,
+    frames_per_block,
 )
 from firmware.line.clock import Clock, RealtimeClock, SimClock
 from firmware.line.planner import Layer, Planner, Segment, TimelineEntry
@@ -78,16 +79,16 @@ class SimLine(LineBackend):
         if sample_rate not in (8000, 16000, 32000, 48000):
             msg = f"sample_rate {sample_rate} must be 8000, 16000, 32000 or 48000"
             raise ScriptError(msg)
-        if not 1 <= block_ms <= 1000 or (sample_rate * block_ms) % 1000:
-            msg = f"block_ms {block_ms} must be 1..1000 and a whole number of frames at {sample_rate} Hz"
-            raise ScriptError(msg)
+        try:
+            self.block_frames = frames_per_block(sample_rate, block_ms)
+        except ValueError as exc:
+            raise ScriptError(str(exc)) from None
         for call in calls:
             if not isinstance(call, ScriptedCall):
                 msg = f"calls must be ScriptedCall values, not {type(call).__name__}"
                 raise ScriptError(msg)
         self.calls = tuple(calls)
         self.sample_rate = sample_rate
-        self.block_frames = sample_rate * block_ms // 1000
         if clock is None:
             clock = SimClock(time.time() if start_time is None else start_time)
         self.clock = clock
