@@ -32,6 +32,13 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--broker", metavar="HOST:PORT", help="use this MQTT broker instead of an embedded one")
     demo.add_argument("--realtime", action="store_true", help="play the calls at their real pace")
 
+    decode = sub.add_parser("decode", help="decode caller ID, DTMF or call-progress tones in an audio file")
+    decode.add_argument("kind", choices=("callerid", "dtmf", "tones"))
+    decode.add_argument("file", type=Path, help="WAV, FLAC or Ogg audio")
+    decode.add_argument("--standard", default="auto", choices=("auto", "bell202", "v23", "dtmf"))
+    decode.add_argument("--country", default="US", help="tone plan for `tones` (US, GB, DE, FR, NL, AU...)")
+    decode.add_argument("--json", action="store_true", help="one JSON object per line")
+
     selftest = sub.add_parser("selftest", help="check the line, sound card, broker, keys and spool")
     selftest.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
 
@@ -57,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys_show(args.config)
         if args.command == "selftest":
             return _selftest(args.config)
+        if args.command == "decode":
+            return _decode(args)
         return _run(args.config)
     except LinerecError as exc:
         print(f"linerec: error: {exc}", file=sys.stderr)
@@ -76,6 +85,14 @@ def _demo(args: argparse.Namespace) -> int:
     logging.getLogger("transitions").setLevel(logging.WARNING)
     options = demo.DemoOptions(calls=args.calls, keep=args.keep, broker=args.broker, realtime=args.realtime)
     demo.run(options, sys.stdout)
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from firmware import decode  # noqa: PLC0415
+
+    found = decode.decode(args.kind, args.file, standard=args.standard, country=args.country.upper())
+    decode.print_findings(found, sys.stdout, as_json=args.json)
     return 0
 
 

@@ -30,9 +30,11 @@ from firmware.calls import (
     TakeLine,
 )
 from firmware.config import DeviceConfig
+from firmware.dsp.dtmf import DtmfDetector, DtmfDigit
 from firmware.encoder import EncodedAudio, EncryptedFlacWriter
 from firmware.errors import ConfigError, RecordingError
-from firmware.line.base import LineBackend, RingStart, ToneDetector
+from firmware.line.base import LineBackend, LineBlock, LineEvent, RingStart, ToneDetector
+from firmware.line.listener import CallerIdDecoderLike, CallerIdListener
 from firmware.spool import Spool
 from firmware.uplink import Uplink
 from firmware.wire import age
@@ -63,6 +65,9 @@ class CallRecorder:
         self._on_sealed = on_sealed
         self._rec_id: str | None = None
         self._writer: EncryptedFlacWriter | None = None
+        # Keys pressed during the call, in seconds from the start of the recording.
+        self._dtmf = DtmfDetector(sample_rate)
+        self._digits: list[DtmfDigit] = []
 
     @property
     def active(self) -> bool:
@@ -74,6 +79,8 @@ class CallRecorder:
         self._open(t)
 
     def _open(self, t: float) -> EncryptedFlacWriter:
+        self._dtmf.reset()
+        self._digits = []
         self._rec_id = new_recording_id(t)
         folder = self._spool.begin(self._rec_id)
         self._writer = EncryptedFlacWriter(
@@ -85,6 +92,7 @@ class CallRecorder:
         """Append captured audio to the open recording."""
         if self._writer is not None:
             self._writer.write(block)
+            self._digits += self._dtmf.feed(block)
 
     def finish(self, call: Call) -> str:
         """Close the call's audio (an unanswered call gets an empty one), sign, encrypt and seal."""
@@ -95,6 +103,7 @@ class CallRecorder:
         self._writer = None
         self._rec_id = None
         audio = writer.close()
+        self._digits += self._dtmf.flush()
         manifest = self._manifest(rec_id, call, audio)
         doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
         _write_durably(audio.path.parent / MANIFEST_FILE, doc)
@@ -127,7 +136,7 @@ class CallRecorder:
                 "pcm_sha256": audio.pcm_sha256,
                 "trimmed": False,
                 "trim_map": [[0.0, round(audio.duration_s, 3)]] if audio.frames else [],
-                "dtmf": [],
+                "dtmf": [d.to_json() for d in self._digits],
                 "overflows": 0,
             },
             ciphertext={"file": AUDIO_FILE, "size": audio.size, "sha256": audio.sha256},
@@ -180,11 +189,14 @@ class DeviceService:
         signing_key: Ed25519PrivateKey,
         uplink: Uplink | None = None,
         tone_detector: ToneDetector | None = None,
+        caller_id_decoder: CallerIdDecoderLike | None = None,
     ) -> None:
         self._config = config
         self._backend = backend
         # Call-progress tones heard in the call's audio end it when nothing better says so.
         self._tones = tone_detector
+        # Caller ID that arrives as on-hook audio (the board, the simulated line).
+        self._listener = CallerIdListener(caller_id_decoder) if caller_id_decoder is not None else None
         self._uplink = uplink
         c = config.calls
         self._policy = calls.CallPolicy(
@@ -217,7 +229,7 @@ class DeviceService:
             block = self._backend.read_block()
             if block is None:
                 break
-            for event in block.events:
+            for event in (*block.events, *self._listen(block)):
                 before = self.call
                 self.call, actions = calls.step(self.call, event, self._policy)
                 self._announce(before, self.call, event)
@@ -235,6 +247,16 @@ class DeviceService:
         self.call, actions = calls.line_lost(self.call, t)
         self._act(actions)
         return self.recorded
+
+    def _listen(self, block: LineBlock) -> list[LineEvent]:
+        """Caller ID decoded from the block's on-hook audio (none once the call is answered)."""
+        if self._listener is None:
+            return []
+        for event in block.events:
+            self._listener.observe(event)
+        if self.call.state is CallState.ANSWERED:
+            return []
+        return list(self._listener.feed(block.t, block.audio, self._backend.sample_rate))
 
     def _act(self, actions: tuple[calls.Action, ...]) -> None:
         for action in actions:
