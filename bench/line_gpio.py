@@ -55,7 +55,7 @@ def gpio_edge_latency(n: int, *, block_ms: int = 20, seed: int = 0) -> list[floa
 
     Each trial starts its pulses at a random phase of the audio block.
     """
-    rng = random.Random(seed)  # noqa: S311 - seeded block phases, not secrets
+    rng = random.Random(seed)
     gpio = default_gpio()
     factory = MockFactory()
     clock = RealtimeClock()

@@ -304,3 +304,23 @@ def _describe(kind: str, call: Call) -> str:
     if kind == "answered":
         return "(caller ID received)" if call.caller_id is not None else "(no caller ID yet)"
     return f"({call.hangup_cause}, {'answered' if call.answered else 'not answered'})"
+
+
+def line_decoders(config: DeviceConfig) -> tuple[ToneDetector | None, CallerIdDecoderLike | None]:
+    """The tone detector and caller ID decoder a line path needs.
+
+    Backends that carry raw line audio (the board, the simulated line) need both;
+    a voice modem reports tones and caller ID itself.
+    """
+    if config.device.line == "modem":
+        return None, None
+    from firmware.dsp.callerid import LineCallerIdDecoder  # noqa: PLC0415
+    from firmware.dsp.tones import CallProgressDetector, load_tone_plan  # noqa: PLC0415
+
+    country = config.line.country
+    try:
+        load_tone_plan(country)
+    except ConfigError:
+        log.info("no call-progress tone plan for %s; listening for the default tones", country)
+        country = "default"
+    return CallProgressDetector(country, config.audio.sample_rate), LineCallerIdDecoder(config.audio.sample_rate)

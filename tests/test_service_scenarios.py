@@ -143,3 +143,86 @@ def test_a_tone_the_detector_hears_in_the_call_audio_ends_the_call(tmp_path: Pat
     assert 3.9 < manifest.duration_s < 4.5
     assert detector.resets == 1
     assert detector.fed > 0
+
+
+@pytest.mark.parametrize(
+    ("standard", "timing", "country", "name"),
+    [
+        ("bell202-mdmf", "after-first-ring", "US", "ACME PLUMBING"),
+        ("bell202-sdmf", "after-first-ring", "US", None),
+        ("etsi-v23", "before-ring", "GB", "J SMITH"),
+        ("etsi-v23", "after-first-ring", "DE", "MUELLER"),
+        ("dtmf", "before-ring", "NL", None),
+    ],
+)
+def test_caller_id_sent_as_line_audio_is_decoded_on_the_real_path(
+    tmp_path: Path, standard: str, timing: str, country: str, name: str | None
+) -> None:
+    from firmware.line.sim import ScriptedCall  # noqa: PLC0415
+    from firmware.service import line_decoders  # noqa: PLC0415
+
+    config = DeviceConfig(
+        device=DeviceSettings(id="pi-1", state_dir=tmp_path),
+        archive=ArchiveSettings(recipients=(age.recipient_of(IDENTITY),)),
+    )
+    key = load_or_create_signing_key(config.device.signing_key_path)
+    call = ScriptedCall(
+        country=country,
+        caller_number="2125550142",
+        caller_name=name,
+        caller_id_standard=standard,
+        caller_id_timing=timing,
+        caller_id_audio=True,
+        rings=2,
+    )
+    tones, decoder = line_decoders(config)
+    line = SimLine([call], start_time=1_790_000_000.0, seed=9)
+    with line:
+        [rec_id] = DeviceService(
+            config=config,
+            backend=line,
+            spool=Spool(config.device.spool_dir),
+            signing_key=key,
+            tone_detector=tones,
+            caller_id_decoder=decoder,
+        ).run()
+    rec = Spool(config.device.spool_dir).get(rec_id)
+    doc = age.decrypt_bytes(rec.manifest.read_bytes(), [age.parse_identity(IDENTITY)])
+    manifest = verify_manifest(doc, key.public_key())
+    assert manifest.caller_id is not None
+    assert (manifest.caller_id["number"], manifest.caller_id["name"], manifest.caller_id["standard"]) == (
+        "2125550142",
+        name,
+        standard,
+    )
+
+
+def test_keys_pressed_during_a_call_are_listed_in_the_manifest(tmp_path: Path) -> None:
+    import numpy as np  # noqa: PLC0415
+
+    from firmware import calls  # noqa: PLC0415
+    from firmware.dsp.dtmf import generate_dtmf  # noqa: PLC0415
+    from firmware.service import CallRecorder  # noqa: PLC0415
+
+    config = DeviceConfig(
+        device=DeviceSettings(id="pi-1", state_dir=tmp_path),
+        archive=ArchiveSettings(recipients=(age.recipient_of(IDENTITY),)),
+    )
+    key = load_or_create_signing_key(config.device.signing_key_path)
+    spool = Spool(config.device.spool_dir)
+    recorder = CallRecorder(config=config, spool=spool, signing_key=key, sample_rate=8000)
+    audio = np.concatenate([np.zeros(8000), generate_dtmf("12#", 8000) * 32767, np.zeros(8000)]).astype(np.int16)
+    recorder.start(1_790_000_000.0)
+    for i in range(0, len(audio), 160):
+        recorder.write(audio[i : i + 160])
+    call = calls.Call(
+        calls.CallState.ENDED,
+        answered_at=1_790_000_000.0,
+        ended_at=1_790_000_003.0,
+        hangup_cause=calls.HangupCause.LOCAL_ONHOOK,
+    )
+    rec_id = recorder.finish(call)
+    doc = age.decrypt_bytes(spool.get(rec_id).manifest.read_bytes(), [age.parse_identity(IDENTITY)])
+    dtmf = verify_manifest(doc, key.public_key()).audio["dtmf"]
+    assert [d["digit"] for d in dtmf] == ["1", "2", "#"]
+    assert dtmf[0]["start_s"] == pytest.approx(1.0, abs=0.02)

@@ -1,288 +1,534 @@
-"""Caller ID messages: build and read the bytes the exchange sends between rings.
+"""Caller ID decoding: find FSK (Bell 202, V.23) and DTMF caller ID in line audio.
 
-This is the message layer shared by every on-the-wire form that carries
-Bell/Telcordia-style framing (Bell 202 FSK in North America, V.23 FSK under
-ETSI EN 300 659 and BT SIN 227). A message is::
+The message layer (SDMF/MDMF bytes, checksum, parameters) lives in
+``firmware.dsp.cidmessage`` and is re-exported here; the modem in
+``firmware.dsp.fsk``. This module finds bursts in a stream of audio and turns
+each into a :class:`DecodedCallerId`.
 
-    type (1 byte) | length (1 byte) | data (length bytes) | checksum (1 byte)
-
-and all its bytes sum to zero modulo 256. SDMF (type 0x04) data is eight ASCII
-digits MMDDHHMM followed by the number, or a single 'O' / 'P' when the number is
-unavailable / private. MDMF (type 0x80) data is a run of parameters, each
-``type | length | value``; unknown parameters are skipped.
-
-The demodulators (FSK, DTMF) sit in front of this layer and hand it the bytes.
+Finding bursts is done on 10 ms frames: a frame is "carrier" when most of its
+300-3400 Hz power lies in 1000-2400 Hz and it is not silent. A run of carrier
+frames (gaps of up to 50 ms bridged) is one burst, handed to the demodulator
+with 30 ms either side. Every frame is judged on its own samples, so feeding
+the audio in blocks of any size finds the same bursts as decoding it at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Any
 
+import numpy as np
+from numpy.typing import NDArray
+
+from firmware.dsp.cidmessage import (
+    ABSENCE_REASONS,
+    CallerIdError,
+    MessageType,
+    Param,
+    checksum,
+    encode_mdmf,
+    encode_sdmf,
+    iter_parameters,
+    message_waiting,
+    parse_message,
+    split_message,
+)
+from firmware.dsp.dtmf import DtmfDetector, DtmfDigit, detect_dtmf
+from firmware.dsp.fsk import NATIVE_RATES, STANDARDS, demodulate, fsk_burst
 from firmware.line.base import CallerId
-from firmware.wire.errors import LinerecError
+from firmware.line.speech import to_telephone_band
 
 __all__ = [
     "ABSENCE_REASONS",
+    "CallerIdDecoder",
     "CallerIdError",
+    "DecodedCallerId",
     "MessageType",
     "Param",
     "checksum",
+    "decode_callerid",
     "encode_mdmf",
     "encode_sdmf",
+    "finding_from_bytes",
+    "fsk_callerid_audio",
     "iter_parameters",
     "parse_message",
+    "repair_one_bit",
     "split_message",
 ]
 
-
-class CallerIdError(LinerecError, ValueError):
-    """Bytes offered as a caller ID message are not a valid one."""
-
-
-class MessageType:
-    """Message type bytes (the first byte of a message)."""
-
-    SDMF_CALLER_ID = 0x04
-    SDMF_MESSAGE_WAITING = 0x06
-    MDMF_CALLER_ID = 0x80
-    MDMF_MESSAGE_WAITING = 0x82
-
-
-class Param:
-    """MDMF parameter type bytes."""
-
-    DATE_TIME = 0x01
-    NUMBER = 0x02
-    DIALLED_NUMBER = 0x03
-    NUMBER_ABSENT = 0x04
-    LONG_DISTANCE = 0x06
-    NAME = 0x07
-    NAME_ABSENT = 0x08
-
-
-# Why a number or name is missing: unavailable (out of area) or private (withheld).
-ABSENCE_REASONS = ("O", "P")
-
-_STANDARD_BY_TYPE = {
-    MessageType.SDMF_CALLER_ID: "bell202-sdmf",
-    MessageType.MDMF_CALLER_ID: "bell202-mdmf",
-}
-_MESSAGE_WAITING_TYPES = (MessageType.SDMF_MESSAGE_WAITING, MessageType.MDMF_MESSAGE_WAITING)
-_DATE_LEN = 8
-_MAX_FIELD = 255
-
-
-def checksum(data: bytes) -> int:
-    """The byte that makes ``data`` plus itself sum to zero modulo 256."""
-    return -sum(data) & 0xFF
-
-
-# --- building messages ---------------------------------------------------------------
-
-
-def _frame(message_type: int, data: bytes) -> bytes:
-    if len(data) > _MAX_FIELD:
-        msg = f"caller ID message data of {len(data)} bytes is longer than {_MAX_FIELD}"
-        raise CallerIdError(msg)
-    head = bytes((message_type, len(data))) + data
-    return head + bytes((checksum(head),))
-
-
-def _date_field(when: datetime) -> bytes:
-    return f"{when:%m%d%H%M}".encode("ascii")
-
-
-def _ascii(what: str, value: str) -> bytes:
-    try:
-        data = value.encode("ascii")
-    except UnicodeEncodeError:
-        msg = f"caller ID {what} {value!r} has characters outside ASCII"
-        raise CallerIdError(msg) from None
-    if not 0 < len(data) <= _MAX_FIELD:
-        msg = f"caller ID {what} {value!r} must be 1 to {_MAX_FIELD} characters long"
-        raise CallerIdError(msg)
-    return data
-
-
-def _digits(value: str) -> bytes:
-    if not value.isascii() or not value.isdigit():
-        msg = f"caller ID number {value!r} must be digits only, like '2125550142'"
-        raise CallerIdError(msg)
-    return _ascii("number", value)
-
-
-def _reason(what: str, value: str) -> bytes:
-    if value not in ABSENCE_REASONS:
-        msg = f"caller ID {what} reason {value!r} must be 'O' (unavailable) or 'P' (private)"
-        raise CallerIdError(msg)
-    return value.encode("ascii")
-
-
-def _param(param_type: int, value: bytes) -> bytes:
-    return bytes((param_type, len(value))) + value
-
-
-def encode_mdmf(
-    *,
-    number: str | None,
-    name: str | None,
-    number_absent: str | None,
-    name_absent: str | None,
-    when: datetime,
-    extra: Sequence[tuple[int, bytes]] = (),
-) -> bytes:
-    """An MDMF caller ID message (type 0x80) with its checksum.
-
-    ``number`` wins over ``number_absent`` and ``name`` over ``name_absent``; a
-    field whose value and absence reason are both None is left out. ``extra``
-    parameters are appended as given (type, value), for other parameters such as
-    0x06 long distance or 0x11 call type.
-    """
-    data = _param(Param.DATE_TIME, _date_field(when))
-    if number is not None:
-        data += _param(Param.NUMBER, _digits(number))
-    elif number_absent is not None:
-        data += _param(Param.NUMBER_ABSENT, _reason("number absent", number_absent))
-    if name is not None:
-        data += _param(Param.NAME, _ascii("name", name))
-    elif name_absent is not None:
-        data += _param(Param.NAME_ABSENT, _reason("name absent", name_absent))
-    for param_type, value in extra:
-        if not 0 <= param_type <= 0xFF or len(value) > _MAX_FIELD:
-            msg = f"caller ID parameter 0x{param_type:02x} of {len(value)} bytes does not fit"
-            raise CallerIdError(msg)
-        data += _param(param_type, value)
-    return _frame(MessageType.MDMF_CALLER_ID, data)
-
-
-def encode_sdmf(*, number: str | None, number_absent: str | None, when: datetime) -> bytes:
-    """An SDMF caller ID message (type 0x04): date, then the number or its absence reason."""
-    if number is not None:
-        body = _digits(number)
-    elif number_absent is not None:
-        body = _reason("number absent", number_absent)
-    else:
-        msg = "an SDMF caller ID message needs a number or a number absent reason ('O' or 'P')"
-        raise CallerIdError(msg)
-    return _frame(MessageType.SDMF_CALLER_ID, _date_field(when) + body)
-
-
-# --- reading messages ----------------------------------------------------------------
-
-
-def split_message(raw: bytes) -> tuple[int, bytes]:
-    """Check a message's framing and checksum; return its type and data."""
-    if not raw:
-        msg = "caller ID message is empty"
-        raise CallerIdError(msg)
-    if len(raw) < 3:
-        msg = (
-            f"caller ID message of {len(raw)} bytes is truncated: "
-            "it needs at least a type, a length and a checksum byte"
-        )
-        raise CallerIdError(msg)
-    declared = raw[1]
-    present = len(raw) - 3
-    if present < declared:
-        msg = f"caller ID message is truncated: it declares {declared} data bytes but only {present} follow"
-        raise CallerIdError(msg)
-    if present > declared:
-        msg = f"caller ID message has a bad length: it declares {declared} data bytes but {present} follow"
-        raise CallerIdError(msg)
-    if sum(raw) & 0xFF:
-        msg = (
-            f"caller ID message checksum 0x{raw[-1]:02x} does not match its contents "
-            f"(expected 0x{checksum(raw[:-1]):02x})"
-        )
-        raise CallerIdError(msg)
-    return raw[0], bytes(raw[2:-1])
-
-
-def iter_parameters(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """The (type, value) parameters of MDMF data, in the order they were sent."""
-    offset = 0
-    while offset < len(data):
-        if offset + 2 > len(data):
-            msg = f"caller ID parameter at offset {offset} is truncated: its length byte is missing"
-            raise CallerIdError(msg)
-        param_type, length = data[offset], data[offset + 1]
-        value = data[offset + 2 : offset + 2 + length]
-        if len(value) < length:
-            msg = (
-                f"caller ID parameter 0x{param_type:02x} at offset {offset} has a bad length: "
-                f"it declares {length} bytes but only {len(value)} remain"
-            )
-            raise CallerIdError(msg)
-        yield param_type, value
-        offset += 2 + length
-
-
-def _text(value: bytes) -> str:
-    # Latin-1 maps every byte to one character, so whatever the wire said is kept.
-    return value.decode("latin-1")
-
-
-@dataclass(slots=True)
-class _Fields:
-    number: str | None = None
-    name: str | None = None
-    number_absent: str | None = None
-    name_absent: str | None = None
-
-
-def _parse_mdmf(data: bytes) -> _Fields:
-    fields = _Fields()
-    for param_type, value in iter_parameters(data):
-        if param_type == Param.NUMBER:
-            fields.number = _text(value)
-        elif param_type == Param.NUMBER_ABSENT:
-            fields.number_absent = _text(value)
-        elif param_type == Param.NAME:
-            fields.name = _text(value)
-        elif param_type == Param.NAME_ABSENT:
-            fields.name_absent = _text(value)
-        # Date/time, dialled number, long distance, call type and the rest are not
-        # part of CallerId; skipping unknown parameters is what the standards ask.
-    return fields
-
-
-def _parse_sdmf(data: bytes) -> _Fields:
-    if len(data) < _DATE_LEN:
-        msg = (
-            f"SDMF caller ID message has a bad length: its {len(data)} data bytes "
-            f"cannot hold the {_DATE_LEN}-digit date"
-        )
-        raise CallerIdError(msg)
-    body = _text(data[_DATE_LEN:])
-    if body in ABSENCE_REASONS:
-        return _Fields(number_absent=body)
-    return _Fields(number=body or None)
-
-
-def parse_message(raw: bytes, *, standard: str | None = None) -> CallerId:
-    """Read an SDMF or MDMF caller ID message; a damaged one raises CallerIdError.
-
-    ``standard`` names how the bytes arrived (for example "etsi-v23"); by default it
-    is the Bell 202 name of the message type.
-    """
-    message_type, data = split_message(raw)
-    if message_type == MessageType.MDMF_CALLER_ID:
-        fields = _parse_mdmf(data)
-    elif message_type == MessageType.SDMF_CALLER_ID:
-        fields = _parse_sdmf(data)
-    elif message_type in _MESSAGE_WAITING_TYPES:
-        msg = f"caller ID message type 0x{message_type:02x} is a message-waiting indication"
-        raise CallerIdError(msg)
-    else:
-        msg = f"caller ID message type 0x{message_type:02x} is unknown (expected 0x04 SDMF or 0x80 MDMF)"
-        raise CallerIdError(msg)
-    return CallerId(
-        number=fields.number,
-        name=fields.name,
-        number_absent=fields.number_absent,
-        name_absent=fields.name_absent,
-        standard=standard or _STANDARD_BY_TYPE[message_type],
-        raw=bytes(raw),
+DECODE_STANDARDS = ("auto", "bell202", "v23", "dtmf")
+_ABSENCE_NAMES = {"O": "unavailable", "P": "private"}
+_KNOWN_TYPES = frozenset(
+    (
+        MessageType.SDMF_CALLER_ID,
+        MessageType.SDMF_MESSAGE_WAITING,
+        MessageType.MDMF_CALLER_ID,
+        MessageType.MDMF_MESSAGE_WAITING,
     )
+)
+_SDMF_TYPES = (MessageType.SDMF_CALLER_ID, MessageType.SDMF_MESSAGE_WAITING)
+_CALLER_ID_TYPES = (MessageType.SDMF_CALLER_ID, MessageType.MDMF_CALLER_ID)
+
+_FRAMES_PER_SECOND = 100
+_CARRIER_SHARE = 0.6
+_CARRIER_BAND_HZ = (1000.0, 2400.0)
+_LINE_BAND_HZ = (300.0, 3400.0)
+# -50 dBFS: a sine this weak is below any real line's caller ID level.
+_SILENCE_POWER = 0.5 * 10.0 ** (-50.0 / 10.0)
+_GAP_FRAMES = 5
+_PAD_FRAMES = 3
+_MIN_FRAMES = 8
+_MAX_FRAMES = 400
+_FULL_SCALE = 32768.0
+_DEMOD_RATE = 8000
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedCallerId:
+    """One caller ID message found in audio, whole or damaged."""
+
+    # None when the checksum fails or the message is not caller ID (message waiting).
+    caller_id: CallerId | None
+    # "bell202-sdmf", "bell202-mdmf", "etsi-v23" or "dtmf".
+    standard: str
+    number: str | None
+    name: str | None
+    # MMDDHHMM as sent.
+    time: str | None
+    # "private", "unavailable" or None.
+    number_absence: str | None
+    name_absence: str | None
+    # Set for message-waiting messages (0x06 SDMF, 0x82 MDMF).
+    message_waiting: bool | None
+    checksum_ok: bool
+    # Seconds from the start of the audio: the burst's carrier onset, and the end of
+    # the message's last stop bit.
+    start_s: float
+    end_s: float
+    raw: bytes
+
+    def to_json(self) -> dict[str, object]:
+        """A JSON-ready dict of what was found and where."""
+        return {
+            "standard": self.standard,
+            "number": self.number,
+            "name": self.name,
+            "time": self.time,
+            "number_absence": self.number_absence,
+            "name_absence": self.name_absence,
+            "message_waiting": self.message_waiting,
+            "checksum_ok": self.checksum_ok,
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+        }
+
+
+# --- from message bytes to a finding ---------------------------------------------------
+
+
+def _message_length(data: bytes) -> int | None:
+    return data[1] + 3 if len(data) >= 2 else None
+
+
+def _standard_name(modulation: str, message_type: int) -> str:
+    if modulation == "v23":
+        return "etsi-v23"
+    return "bell202-sdmf" if message_type in _SDMF_TYPES else "bell202-mdmf"
+
+
+def _sent_time(message_type: int, data: bytes) -> str | None:
+    if message_type in _SDMF_TYPES:
+        return data[:8].decode("latin-1") if message_type == MessageType.SDMF_CALLER_ID and len(data) >= 8 else None
+    for param_type, value in iter_parameters(data):
+        if param_type == Param.DATE_TIME:
+            return value.decode("latin-1")
+    return None
+
+
+def finding_from_bytes(
+    raw: bytes, *, modulation: str, start_s: float, end_s: float, trusted: bool = True
+) -> DecodedCallerId:
+    """A finding for the message bytes read from one burst; damage gives ``checksum_ok=False``.
+
+    ``trusted=False`` (the burst was too noisy to believe) is reported as damage too,
+    and so is a message whose sum checks but which no exchange would send (letters
+    in the number, control characters in the name): with a one-byte sum, two bit
+    errors in the same place of two bytes cancel out.
+    """
+    standard = _standard_name(modulation, raw[0] if raw else 0)
+    damaged = DecodedCallerId(None, standard, None, None, None, None, None, None, False, start_s, end_s, raw)
+    if not trusted or not _plausible(raw):
+        return damaged
+    try:
+        message_type, data = split_message(raw)
+        time = _sent_time(message_type, data)
+        if message_type in _CALLER_ID_TYPES:
+            caller = parse_message(raw, standard=standard)
+            waiting = None
+        else:
+            caller, waiting = None, message_waiting(raw)
+    except CallerIdError:
+        return damaged
+    return DecodedCallerId(
+        caller_id=caller,
+        standard=standard,
+        number=caller.number if caller else None,
+        name=caller.name if caller else None,
+        time=time,
+        number_absence=_ABSENCE_NAMES.get(caller.number_absent or "") if caller else None,
+        name_absence=_ABSENCE_NAMES.get(caller.name_absent or "") if caller else None,
+        message_waiting=waiting,
+        checksum_ok=True,
+        start_s=start_s,
+        end_s=end_s,
+        raw=raw,
+    )
+
+
+# --- one bit error, put right ------------------------------------------------------------
+
+# Only a bit this unsure (soft decisions run about -1..+1) is ever flipped, and only
+# when no other bit that would fix the checksum is nearly as unsure.
+_REPAIR_DOUBT = 0.35
+_REPAIR_LEAD = 0.2
+# A burst with more doubtful bits than this share is too noisy to repair, or to trust
+# at all: two errors in the same bit place of two bytes cancel in the checksum.
+_REPAIR_SHARE = 0.025
+_TRUST_SHARE = 0.04
+
+
+_NUMBER_CHARACTERS = frozenset("0123456789*#+- ")
+
+
+def _doubtful_share(soft_bits: Sequence[Sequence[float]]) -> float:
+    values = np.abs(np.asarray(soft_bits, dtype=np.float64))
+    return float(np.mean(values < _REPAIR_DOUBT)) if values.size else 1.0
+
+
+def _plausible(raw: bytes) -> bool:
+    """Whether a checked message reads as a sender would have written it."""
+    try:
+        message_type, data = split_message(raw)
+        time = _sent_time(message_type, data)
+        if message_type not in _CALLER_ID_TYPES:
+            return True
+        caller = parse_message(raw)
+    except CallerIdError:
+        return False
+    number_ok = caller.number is None or set(caller.number) <= _NUMBER_CHARACTERS
+    name_ok = caller.name is None or all(" " <= c <= "~" for c in caller.name)
+    return number_ok and name_ok and (time is None or time.isdigit())
+
+
+def repair_one_bit(raw: bytes, soft_bits: Sequence[Sequence[float]]) -> bytes | None:
+    """``raw`` with its one doubtful bit flipped, when that alone makes the checksum hold.
+
+    The checksum is a sum, so one wrong bit leaves a remainder of plus or minus a
+    power of two, which names the bit's place in its byte; of the bits in that
+    place that would fix it, the least certain is flipped if it is clearly the
+    least certain. Type and length bytes are never changed, and the result must
+    still read as a sensible message.
+    """
+    residual = sum(raw) & 0xFF
+    if residual == 0 or len(raw) < 3 or len(raw) != raw[1] + 3 or len(soft_bits) < len(raw):
+        return None
+    doubts: list[tuple[float, int, int]] = []
+    for place in range(8):
+        weight = 1 << place
+        for index in range(2, len(raw)):
+            is_one = raw[index] >> place & 1
+            if (is_one and residual == weight) or (not is_one and (residual + weight) & 0xFF == 0):
+                doubts.append((abs(soft_bits[index][place]), index, place))
+    doubts.sort()
+    if not doubts or doubts[0][0] >= _REPAIR_DOUBT:
+        return None
+    if len(doubts) > 1 and doubts[1][0] < doubts[0][0] + _REPAIR_LEAD:
+        return None
+    _, index, place = doubts[0]
+    fixed = bytearray(raw)
+    fixed[index] ^= 1 << place
+    return bytes(fixed) if _plausible(bytes(fixed)) else None
+
+
+# --- finding bursts in a stream --------------------------------------------------------
+
+
+def _as_float(audio: NDArray[np.int16] | NDArray[np.float64]) -> NDArray[np.float64]:
+    a = np.asarray(audio)
+    if a.ndim != 1:
+        a = a.reshape(-1)
+    if np.issubdtype(a.dtype, np.integer):
+        return a.astype(np.float64) / _FULL_SCALE
+    out = a.astype(np.float64)
+    out[~np.isfinite(out)] = 0.0
+    return out
+
+
+class CallerIdDecoder:
+    """Streaming FSK caller ID decoder: feed audio blocks in order, get messages as bursts end.
+
+    Memory is bounded: only the current burst (at most about 4 s) and a few
+    frames before it are kept.
+    """
+
+    def __init__(self, sample_rate: int, *, standards: Sequence[str] = ("bell202", "v23")) -> None:
+        if sample_rate < _DEMOD_RATE:
+            msg = f"caller ID decoding needs a sample rate of 8000 Hz or more, not {sample_rate} Hz"
+            raise CallerIdError(msg)
+        unknown = [name for name in standards if name not in STANDARDS]
+        if unknown or not standards:
+            msg = f"FSK standards {list(standards)!r} are not all known; expected some of {', '.join(STANDARDS)}"
+            raise CallerIdError(msg)
+        self.sample_rate = sample_rate
+        self.standards = tuple(standards)
+        self._frame = sample_rate // _FRAMES_PER_SECOND
+        freqs = np.fft.rfftfreq(self._frame, 1.0 / sample_rate)
+        self._window = np.hanning(self._frame)
+        self._band = (freqs >= _CARRIER_BAND_HZ[0]) & (freqs <= _CARRIER_BAND_HZ[1])
+        self._line = (freqs >= _LINE_BAND_HZ[0]) & (freqs <= _LINE_BAND_HZ[1])
+        self._power_scale = 2.0 / (self._frame * float(np.sum(self._window**2)))
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything fed so far, as if just built."""
+        self._buffer = np.zeros(0, dtype=np.float64)
+        self._buffer_start = 0  # absolute sample index of _buffer[0]
+        self._next_frame = 0
+        self._burst_first: int | None = None
+        self._burst_last = 0
+
+    def feed(self, audio: NDArray[np.int16] | NDArray[np.float64]) -> list[DecodedCallerId]:
+        """Messages whose bursts ended in or before this block."""
+        self._buffer = np.concatenate([self._buffer, _as_float(audio)])
+        end = self._buffer_start + len(self._buffer)
+        count = end // self._frame - self._next_frame
+        if count <= 0:
+            return []
+        first = self._next_frame * self._frame - self._buffer_start
+        frames = self._buffer[first : first + count * self._frame].reshape(count, self._frame)
+        carrier = self._carrier(frames)
+        found: list[DecodedCallerId] = []
+        for offset, on in enumerate(carrier):
+            self._step(self._next_frame + offset, bool(on), found)
+        self._next_frame += count
+        self._trim()
+        return found
+
+    def flush(self) -> list[DecodedCallerId]:
+        """Messages from a burst still open at the end of the stream; then start afresh."""
+        found: list[DecodedCallerId] = []
+        if self._burst_first is not None:
+            self._close(found)
+        self.reset()
+        return found
+
+    def _carrier(self, frames: NDArray[np.float64]) -> NDArray[np.bool_]:
+        spectrum = np.fft.rfft(frames * self._window, axis=1)
+        power = spectrum.real**2 + spectrum.imag**2
+        band = power[:, self._band].sum(axis=1) * self._power_scale
+        line = power[:, self._line].sum(axis=1) * self._power_scale
+        on: NDArray[np.bool_] = (band >= _CARRIER_SHARE * line) & (band > _SILENCE_POWER)
+        return on
+
+    def _step(self, index: int, on: bool, found: list[DecodedCallerId]) -> None:
+        if self._burst_first is None:
+            if on:
+                self._burst_first = self._burst_last = index
+            return
+        if on:
+            self._burst_last = index
+        if index - self._burst_last > _GAP_FRAMES or index - self._burst_first >= _MAX_FRAMES:
+            self._close(found)
+
+    def _close(self, found: list[DecodedCallerId]) -> None:
+        first, last = self._burst_first, self._burst_last
+        self._burst_first = None
+        if first is None or last - first + 1 < _MIN_FRAMES:
+            return
+        lo = max(0, (first - _PAD_FRAMES) * self._frame)
+        hi = min((last + 1 + _PAD_FRAMES) * self._frame, self._buffer_start + len(self._buffer))
+        segment = self._buffer[lo - self._buffer_start : hi - self._buffer_start]
+        message = self._demodulate(segment, lo, first * self._frame)
+        if message is not None:
+            found.append(message)
+
+    def _trim(self) -> None:
+        if self._burst_first is not None:
+            keep_from = (self._burst_first - _PAD_FRAMES) * self._frame
+        else:
+            keep_from = (self._next_frame - _PAD_FRAMES) * self._frame
+        drop = max(0, keep_from - self._buffer_start)
+        if drop:
+            self._buffer = self._buffer[drop:]
+            self._buffer_start += drop
+
+    def _demodulate(self, segment: NDArray[np.float64], offset: int, onset: int) -> DecodedCallerId | None:
+        rate = self.sample_rate
+        if rate not in NATIVE_RATES:
+            segment = to_telephone_band(segment, rate, _DEMOD_RATE)
+            rate = _DEMOD_RATE
+        frame = demodulate(
+            segment,
+            rate,
+            standards=self.standards,
+            accept_first=_KNOWN_TYPES.__contains__,
+            wanted=_message_length,
+        )
+        if frame is None:
+            return None
+        need = _message_length(frame.data) or len(frame.data)
+        raw = frame.data[:need]
+        doubt = _doubtful_share(frame.soft_bits[:need])
+        if sum(raw) & 0xFF and doubt <= _REPAIR_SHARE:
+            raw = repair_one_bit(raw, frame.soft_bits) or raw
+        # The burst starts with its carrier (the seizure), found to the 10 ms frame.
+        start_s = min(onset / self.sample_rate, offset / self.sample_rate + frame.start / rate)
+        end_s = offset / self.sample_rate + frame.byte_ends[len(raw) - 1] / rate
+        return finding_from_bytes(
+            raw, modulation=frame.standard, start_s=start_s, end_s=end_s, trusted=doubt <= _TRUST_SHARE
+        )
+
+
+# --- whole files and test signals ------------------------------------------------------
+
+
+def decode_callerid(
+    audio: NDArray[np.int16] | NDArray[np.float64], sample_rate: int, *, standard: str = "auto"
+) -> list[DecodedCallerId]:
+    """Every caller ID message in ``audio``; ``standard`` is "auto", "bell202", "v23" or "dtmf".
+
+    "auto" listens for both FSK tone plans. Integer audio is taken as 16-bit
+    samples, float audio as full scale at +-1.0.
+    """
+    if standard not in DECODE_STANDARDS:
+        msg = f"caller ID standard {standard!r} is not known; expected one of {', '.join(DECODE_STANDARDS)}"
+        raise CallerIdError(msg)
+    if standard == "dtmf":
+        return _decode_dtmf(audio, sample_rate)
+    standards = ("bell202", "v23") if standard == "auto" else (standard,)
+    decoder = CallerIdDecoder(sample_rate, standards=standards)
+    return decoder.feed(audio) + decoder.flush()
+
+
+def fsk_callerid_audio(message: bytes, *, standard: str, sample_rate: int, **burst_options: Any) -> NDArray[np.float64]:
+    """A caller ID message as an FSK burst with 50 ms of silence either side, for tests and the simulator."""
+    quiet = np.zeros(sample_rate // 20)
+    burst = fsk_burst(message, standard=standard, sample_rate=sample_rate, **burst_options)
+    return np.concatenate([quiet, burst, quiet])
+
+
+# --- DTMF caller ID --------------------------------------------------------------------
+
+# Digits further apart than this belong to different messages.
+_DTMF_GAP_S = 0.5
+_DTMF_ABSENCE = {"00": "unavailable", "10": "private"}
+_DTMF_ABSENCE_CODES = {"unavailable": "O", "private": "P"}
+
+
+def _dtmf_groups(digits: Sequence[DtmfDigit]) -> list[list[DtmfDigit]]:
+    groups: list[list[DtmfDigit]] = []
+    for digit in digits:
+        if groups and digit.start_s - groups[-1][-1].end_s <= _DTMF_GAP_S:
+            groups[-1].append(digit)
+        else:
+            groups.append([digit])
+    return groups
+
+
+def _dtmf_finding(group: Sequence[DtmfDigit]) -> DecodedCallerId | None:
+    """Read ``A<number>C``, ``D<number>C``, ``A<number>#``, ``B00``/``B10`` absence, or ``<number>#``."""
+    text = "".join(d.digit for d in group)
+    starts, ends = text[0] in "AD", text[-1] in "C#"
+    if not (starts or ends) or len(text) < 3:
+        return None
+    body = text[1 if starts else 0 : -1 if ends else None]
+    absence = None
+    if body.startswith("B"):
+        absence = _DTMF_ABSENCE.get(body[1:3])
+        body = body[3:]
+    ok = (ends and body.isdigit()) or (ends and absence is not None and not body)
+    number = body if ok and body else None
+    caller = (
+        CallerId(number, None, _DTMF_ABSENCE_CODES.get(absence or ""), None, "dtmf", text.encode("ascii"))
+        if ok
+        else None
+    )
+    return DecodedCallerId(
+        caller_id=caller,
+        standard="dtmf",
+        number=number,
+        name=None,
+        time=None,
+        number_absence=absence if ok else None,
+        name_absence=None,
+        message_waiting=None,
+        checksum_ok=bool(ok),
+        start_s=group[0].start_s,
+        end_s=group[-1].end_s,
+        raw=text.encode("ascii"),
+    )
+
+
+def _decode_dtmf(audio: NDArray[np.int16] | NDArray[np.float64], sample_rate: int) -> list[DecodedCallerId]:
+    found = (_dtmf_finding(group) for group in _dtmf_groups(detect_dtmf(audio, sample_rate)))
+    return [f for f in found if f is not None]
+
+
+class DtmfCallerIdDecoder:
+    """Streaming DTMF caller ID: digits grouped by pauses, each group read as a message when it is over."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self._rate = sample_rate
+        self._detector = DtmfDetector(sample_rate)
+        self._digits: list[DtmfDigit] = []
+        self._fed = 0
+
+    def reset(self) -> None:
+        """Forget everything heard."""
+        self._detector.reset()
+        self._digits = []
+        self._fed = 0
+
+    def feed(self, audio: NDArray[np.int16] | NDArray[np.float64]) -> list[DecodedCallerId]:
+        """Take the next block; return the messages whose digits ended more than a pause ago."""
+        self._fed += len(audio)
+        self._digits += self._detector.feed(audio)
+        return self._complete(final=False)
+
+    def flush(self) -> list[DecodedCallerId]:
+        """Everything still pending, as if the line went quiet now."""
+        self._digits += self._detector.flush()
+        found = self._complete(final=True)
+        self.reset()
+        return found
+
+    def _complete(self, *, final: bool) -> list[DecodedCallerId]:
+        now = self._fed / self._rate
+        done = [g for g in _dtmf_groups(self._digits) if final or now - g[-1].end_s > _DTMF_GAP_S]
+        if not done:
+            return []
+        last = done[-1][-1]
+        self._digits = [d for d in self._digits if d.start_s > last.end_s]
+        return [f for f in (_dtmf_finding(g) for g in done) if f is not None]
+
+
+class LineCallerIdDecoder:
+    """Every caller ID standard at once, for a line whose standard is not known: FSK and DTMF."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self._decoders = (CallerIdDecoder(sample_rate), DtmfCallerIdDecoder(sample_rate))
+
+    def reset(self) -> None:
+        """Forget everything heard."""
+        for decoder in self._decoders:
+            decoder.reset()
+
+    def feed(self, audio: NDArray[np.int16] | NDArray[np.float64]) -> list[DecodedCallerId]:
+        """Take the next block; return the messages completed in it, in time order."""
+        return sorted((f for d in self._decoders for f in d.feed(audio)), key=lambda f: f.end_s)
+
+    def flush(self) -> list[DecodedCallerId]:
+        """Everything still pending."""
+        return sorted((f for d in self._decoders for f in d.flush()), key=lambda f: f.end_s)

@@ -11,6 +11,7 @@ the decoder only inside it, and turns what decodes with a good checksum into
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -36,16 +37,23 @@ PRE_RING_S = 4.0
 class Decoded(Protocol):
     """What the caller ID decoder reports about one burst."""
 
-    caller_id: CallerId | None
-    end_s: float
+    @property
+    def caller_id(self) -> CallerId | None:
+        """The caller ID, or None when the burst failed its checks."""
+        ...
+
+    @property
+    def end_s(self) -> float:
+        """Seconds from the first sample fed to the end of the burst."""
+        ...
 
 
 class CallerIdDecoderLike(Protocol):
     """A streaming caller ID decoder (``firmware.dsp.callerid.CallerIdDecoder``)."""
 
-    def feed(self, audio: NDArray[np.int16]) -> list[Decoded]: ...
+    def feed(self, audio: NDArray[np.int16]) -> Sequence[Decoded]: ...
 
-    def flush(self) -> list[Decoded]: ...
+    def flush(self) -> Sequence[Decoded]: ...
 
     def reset(self) -> None: ...
 
@@ -107,5 +115,5 @@ class CallerIdListener:
         return self._events(self._decoder.feed(audio), self._open_at)
 
     @staticmethod
-    def _events(found: list[Decoded], opened: float) -> list[CallerIdReceived]:
+    def _events(found: Sequence[Decoded], opened: float) -> list[CallerIdReceived]:
         return [CallerIdReceived(opened + d.end_s, d.caller_id) for d in found if d.caller_id is not None]

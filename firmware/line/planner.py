@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 import numpy as np
 from numpy.typing import NDArray
 
+from firmware.dsp.callerid import fsk_callerid_audio
+from firmware.dsp.dtmf import generate_dtmf
 from firmware.line.base import (
     CallerId,
     CallerIdReceived,
@@ -67,6 +69,8 @@ MACHINE_MESSAGE_AFTER_S = 1.0
 # Shorter than the 1.3 s of dial tone that makes a detector call the far end gone.
 DIAL_TONE_S = 1.0
 TRAILING_IDLE_S = 1.0
+# Caller ID data on the line: Bell 202 / V.23 transmit at about -13 dBm, a little over the talk level.
+CALLER_ID_DBFS = -16.0
 DEFAULT_NOISE_DBFS = -60.0
 
 
@@ -174,6 +178,21 @@ class Planner:
         rate = self._rate
         return Layer(start, frames, lambda offset, n: tone.render(offset, n, rate))
 
+    def _caller_id_sound(self, caller_id: CallerId, start: int, limit: int) -> Layer:
+        """The caller ID as the exchange sends it: an FSK burst or DTMF digits, cut off at ``limit``."""
+        if self._measure_only:
+            sound = np.zeros(self._frames(_data_seconds(caller_id)))
+        elif caller_id.standard == "dtmf":
+            sound = generate_dtmf(caller_id.raw.decode("ascii"), self._rate, level_dbfs=CALLER_ID_DBFS) * 32768.0
+        else:
+            modulation = "v23" if caller_id.standard == "etsi-v23" else "bell202"
+            burst = fsk_callerid_audio(
+                caller_id.raw, standard=modulation, sample_rate=self._rate, level_dbfs=CALLER_ID_DBFS
+            )
+            sound = burst * 32767.0
+        frames = max(0, min(len(sound), limit - start))
+        return Layer(start, frames, lambda offset, n: sound[offset : offset + n])
+
     def answer(self, frame: int) -> bool:
         """The recorder went off-hook at ``frame``: True if a call was waiting for it to."""
         if not self._awaiting_answer:
@@ -223,7 +242,11 @@ class Planner:
             data_start = alert + alert_frames + self._frames(DATA_AFTER_ALERT_S)
         data_end = data_start + self._frames(_data_seconds(probe))
         caller_id = call.caller_id(datetime.fromtimestamp(self._t(data_end), UTC))
-        if caller_id is not None:
+        if caller_id is not None and call.caller_id_audio:
+            layer = self._caller_id_sound(caller_id, data_start, data_end + self._frames(RING_AFTER_DATA_S))
+            data_end = layer.end
+            segment.layers.append(layer)
+        elif caller_id is not None:
             segment.events.append((data_end, CallerIdReceived(self._t(data_end), caller_id)))
         segment.frames = data_end + self._frames(RING_AFTER_DATA_S) - segment.start
         self.cursor = segment.end
@@ -274,7 +297,9 @@ class Planner:
             cid_frame = gap.start + self._frames(CALLER_ID_DELAY_S)
             caller_id = call.caller_id(datetime.fromtimestamp(self._t(cid_frame), UTC))
             # Picking up before the data has arrived cuts it off, as on a real line.
-            if caller_id is not None and cid_frame < gap.end:
+            if caller_id is not None and call.caller_id_audio:
+                gap.layers.append(self._caller_id_sound(caller_id, cid_frame, gap.end))
+            elif caller_id is not None and cid_frame < gap.end:
                 gap.events.append((cid_frame, CallerIdReceived(self._t(cid_frame), caller_id)))
         if last and answer:
             gap.events.append((gap.end, OffHook(self._t(gap.end))))

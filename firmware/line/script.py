@@ -91,6 +91,8 @@ class ScriptedCall:
     hum_hz: float | None = None
     # A call placed from here: off-hook, dial tone, talk. No rings, no caller ID.
     outgoing: bool = False
+    # True: the caller ID is sent as line audio (FSK or DTMF) for a decoder to find, with no event.
+    caller_id_audio: bool = False
 
     def __post_init__(self) -> None:
         self._check_caller()
