@@ -16,6 +16,7 @@ test: bootstrap
 bench: bootstrap
 	$(PY) bench/envelope.py
 	$(PY) bench/line.py
+	$(PY) bench/dsp.py
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
