@@ -34,7 +34,7 @@ from firmware.dsp.cidmessage import (
     parse_message,
     split_message,
 )
-from firmware.dsp.dtmf import DtmfDetector, DtmfDigit, detect_dtmf
+from firmware.dsp.dtmf import DATA, DtmfDetector, DtmfDigit, detect_dtmf
 from firmware.dsp.fsk import NATIVE_RATES, STANDARDS, demodulate, fsk_burst
 from firmware.line.base import CallerId
 from firmware.line.speech import to_telephone_band
@@ -472,7 +472,7 @@ def _dtmf_finding(group: Sequence[DtmfDigit]) -> DecodedCallerId | None:
 
 
 def _decode_dtmf(audio: NDArray[np.int16] | NDArray[np.float64], sample_rate: int) -> list[DecodedCallerId]:
-    found = (_dtmf_finding(group) for group in _dtmf_groups(detect_dtmf(audio, sample_rate)))
+    found = (_dtmf_finding(group) for group in _dtmf_groups(detect_dtmf(audio, sample_rate, limits=DATA)))
     return [f for f in found if f is not None]
 
 
@@ -481,7 +481,7 @@ class DtmfCallerIdDecoder:
 
     def __init__(self, sample_rate: int) -> None:
         self._rate = sample_rate
-        self._detector = DtmfDetector(sample_rate)
+        self._detector = DtmfDetector(sample_rate, limits=DATA)
         self._digits: list[DtmfDigit] = []
         self._fed = 0
 

@@ -88,6 +88,25 @@ _EDGE_FRAMES = 6
 _INT16_SCALE = 32768.0
 
 
+@dataclass(frozen=True, slots=True)
+class DtmfLimits:
+    """How sure the detector must be that a tone pair is a key press and not something else.
+
+    :data:`TALK` guards against speech (talk-off) during a call; :data:`DATA` is for
+    on-hook caller ID, where nobody talks and the message framing checks the digits,
+    so the detector can listen deeper into the noise.
+    """
+
+    energy_ratio: float = MIN_ENERGY_RATIO
+    frame_energy_ratio: float = FRAME_ENERGY_RATIO
+    peak_ratio_db: float = MIN_PEAK_RATIO_DB
+    coherence: float = MIN_COHERENCE
+
+
+TALK = DtmfLimits()
+DATA = DtmfLimits(energy_ratio=0.45, frame_energy_ratio=0.35, peak_ratio_db=2.0, coherence=0.6)
+
+
 class DtmfError(LinerecError, ValueError):
     """The DTMF detector or generator was given a setting it cannot use."""
 
@@ -149,7 +168,8 @@ class DtmfDetector:
     Memory is bounded: it keeps less than one frame of audio and a few frames of each run.
     """
 
-    def __init__(self, sample_rate: int = 8000) -> None:
+    def __init__(self, sample_rate: int = 8000, *, limits: DtmfLimits = TALK) -> None:
+        self._limits = limits
         _check_rate(sample_rate)
         self.sample_rate = sample_rate
         scale = sample_rate // 8000
@@ -273,7 +293,7 @@ class DtmfDetector:
         floor = 0.5 * 10.0 ** (FLOOR_DBFS / 10.0)
         picks = np.arange(len(power))
         valid = (p_row > floor) & (p_col > floor)
-        valid &= p_row + p_col >= FRAME_ENERGY_RATIO * energy
+        valid &= p_row + p_col >= self._limits.frame_energy_ratio * energy
         # A frame at a tone's edge can show a few dB more twist than the tone; the run's peak
         # powers decide the twist, this only sheds frames that are nothing like a digit.
         twist = p_col / np.maximum(p_row, 1e-30)
@@ -289,7 +309,7 @@ class DtmfDetector:
         neighbours in a rectangular window.
         """
         picks = np.arange(len(rect))
-        peak_ratio = 10.0 ** (MIN_PEAK_RATIO_DB / 10.0)
+        peak_ratio = 10.0 ** (self._limits.peak_ratio_db / 10.0)
         rows, cols = rect[:, :4], rect[:, 4:]
         best_row = rows[picks, row]
         best_col = cols[picks, col]
@@ -365,7 +385,7 @@ class DtmfDetector:
             (run.phase_row, run.phase_row_abs, self._tones[row]),
             (run.phase_col, run.phase_col_abs, self._tones[4 + col]),
         ):
-            if total <= 0.0 or abs(phase) < MIN_COHERENCE * total:
+            if total <= 0.0 or abs(phase) < self._limits.coherence * total:
                 return None
             offset_hz = math.atan2(phase.imag, phase.real) / self._hop_rad_per_hz
             if abs(offset_hz) > FREQ_TOLERANCE * nominal:
@@ -376,7 +396,7 @@ class DtmfDetector:
             return None
         if not MIN_TWIST_DB <= 10.0 * math.log10(high / low) <= MAX_TWIST_DB:
             return None
-        if run.low_sum / gains[0] + run.high_sum / gains[1] < MIN_ENERGY_RATIO * run.energy_sum:
+        if run.low_sum / gains[0] + run.high_sum / gains[1] < self._limits.energy_ratio * run.energy_sum:
             return None
         # A frame is on when its centre lies inside the tone, so the tone spans half a hop either side.
         start = (first * self._hop + (self._frame - self._hop) / 2) / self.sample_rate
@@ -401,9 +421,11 @@ def _as_float(audio: NDArray[np.int16] | NDArray[np.float64]) -> NDArray[np.floa
     return np.clip(np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0), -1e6, 1e6)
 
 
-def detect_dtmf(audio: NDArray[np.int16] | NDArray[np.float64], sample_rate: int) -> list[DtmfDigit]:
+def detect_dtmf(
+    audio: NDArray[np.int16] | NDArray[np.float64], sample_rate: int, *, limits: DtmfLimits = TALK
+) -> list[DtmfDigit]:
     """Every digit in a whole recording."""
-    detector = DtmfDetector(sample_rate)
+    detector = DtmfDetector(sample_rate, limits=limits)
     return detector.feed(audio) + detector.flush()
 
 
