@@ -12,6 +12,7 @@ stored and indexed by the agent's own ingest.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import shutil
 import socket
@@ -30,7 +31,7 @@ from agent.ingest import Ingest
 from firmware.config import ArchiveSettings, DeviceConfig, DeviceSettings, SimSettings, UplinkSettings
 from firmware.errors import ConfigError, LinerecError
 from firmware.line.sim import RealtimeClock, SimLine, demo_calls
-from firmware.service import DeviceService
+from firmware.service import DeviceService, line_decoders
 from firmware.spool import Spool
 from firmware.uplink import Uplink
 from firmware.wire import age
@@ -159,12 +160,20 @@ def _play(
         uplink = Uplink(device_id=DEVICE_ID, spool=spool, broker=settings, ack_timeout_s=15.0)
         uplink.start()
         try:
-            script = [demo_calls()[i % 3] for i in range(options.calls)]
+            # Caller ID goes down the line as FSK audio, and the device's own decoder reads it.
+            script = [dataclasses.replace(demo_calls()[i % 3], caller_id_audio=True) for i in range(options.calls)]
             clock = RealtimeClock() if options.realtime else None
             print(f"playing {len(script)} scripted calls on the simulated line...", file=out)
             with SimLine(script, sample_rate=config.audio.sample_rate, clock=clock) as line:
+                tones, caller_ids = line_decoders(config)
                 service = DeviceService(
-                    config=config, backend=line, spool=spool, signing_key=key, uplink=uplink
+                    config=config,
+                    backend=line,
+                    spool=spool,
+                    signing_key=key,
+                    uplink=uplink,
+                    tone_detector=tones,
+                    caller_id_decoder=caller_ids,
                 )
                 recorded = service.run()
             print(f"recorded {len(recorded)} calls; delivering...", file=out)
