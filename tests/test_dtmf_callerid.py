@@ -72,3 +72,13 @@ def test_the_line_decoder_hears_fsk_and_dtmf_alike() -> None:
     decoder = LineCallerIdDecoder(RATE)
     found = [f for i in range(0, len(audio), 160) for f in decoder.feed(audio[i : i + 160])] + decoder.flush()
     assert [(f.standard, f.number) for f in found] == [("bell202-mdmf", "2125550142"), ("dtmf", "0301234567")]
+
+
+def test_a_digit_lost_in_the_noise_spoils_the_message_instead_of_giving_a_wrong_number() -> None:
+    # "A2125550142C" with the second "5" missing: its 70 ms tone and 70 ms pause are silence.
+    head, tail = generate_dtmf("A2125", RATE), generate_dtmf("50142C", RATE)
+    gap = np.zeros(int(0.14 * RATE))
+    audio = (np.concatenate([np.zeros(RATE // 2), head, gap, tail, np.zeros(RATE)]) * 16384).astype(np.int16)
+    found = decode_callerid(audio, RATE, standard="dtmf")
+    assert [f.caller_id for f in found] == [None]
+    assert found[0].checksum_ok is False

@@ -14,6 +14,7 @@ the audio in blocks of any size finds the same bursts as decoding it at once.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -485,6 +486,14 @@ def _dtmf_groups(digits: Sequence[DtmfDigit]) -> list[list[DtmfDigit]]:
     return groups
 
 
+def _evenly_paced(group: Sequence[DtmfDigit]) -> bool:
+    gaps = sorted(b.start_s - a.end_s for a, b in itertools.pairwise(group))
+    if len(gaps) < 2:
+        return True
+    typical = gaps[len(gaps) // 2]
+    return gaps[-1] <= 1.8 * typical + 0.03
+
+
 def _dtmf_finding(group: Sequence[DtmfDigit]) -> DecodedCallerId | None:
     """Read ``A<number>C``, ``D<number>C``, ``A<number>#``, ``B00``/``B10`` absence, or ``<number>#``."""
     text = "".join(d.digit for d in group)
@@ -497,6 +506,9 @@ def _dtmf_finding(group: Sequence[DtmfDigit]) -> DecodedCallerId | None:
         absence = _DTMF_ABSENCE.get(body[1:3])
         body = body[3:]
     ok = (ends and body.isdigit()) or (ends and absence is not None and not body)
+    # DTMF caller ID carries no checksum, but its digits come at an even pace: a gap
+    # much longer than the others is a digit lost in the noise, and the number is wrong.
+    ok = ok and _evenly_paced(group)
     number = body if ok and body else None
     caller = (
         CallerId(number, None, _DTMF_ABSENCE_CODES.get(absence or ""), None, "dtmf", text.encode("ascii"))
