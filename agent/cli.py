@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -203,9 +204,7 @@ def _decrypt_to(source: Path, target: Path, identities: list[X25519PrivateKey]) 
 
 def _copy(source: Path, target: Path) -> None:
     try:
-        with source.open("rb") as src, target.open("wb") as out:
-            while piece := src.read(1 << 20):
-                out.write(piece)
+        shutil.copyfile(source, target)
     except OSError as exc:
         msg = f"cannot write {target}: {exc.strerror}"
         raise AgentError(msg) from None

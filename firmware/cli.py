@@ -119,13 +119,12 @@ def _keys_show(path: Path) -> int:
 def _run(path: Path) -> int:
     cfg = config.load(path)
     from firmware.line import open_backend  # noqa: PLC0415
-    from firmware.service import DeviceService, line_decoders  # noqa: PLC0415
+    from firmware.service import DeviceService  # noqa: PLC0415
     from firmware.spool import Spool  # noqa: PLC0415
     from firmware.uplink import Uplink  # noqa: PLC0415
     from firmware.wire.signing import load_or_create_signing_key  # noqa: PLC0415
 
     key = load_or_create_signing_key(cfg.device.signing_key_path)
-    tones, caller_ids = line_decoders(cfg)
     spool = Spool(cfg.device.spool_dir)
     spool.recover()  # logs each interrupted recording; none is ever deleted
     stop = threading.Event()
@@ -147,15 +146,7 @@ def _run(path: Path) -> int:
     uplink.start()
     try:
         with line:
-            DeviceService(
-                config=cfg,
-                backend=line,
-                spool=spool,
-                signing_key=key,
-                uplink=uplink,
-                tone_detector=tones,
-                caller_id_decoder=caller_ids,
-            ).run(stop)
+            DeviceService.on_line(config=cfg, backend=line, spool=spool, signing_key=key, uplink=uplink).run(stop)
         if cfg.device.line == "sim":
             log.info("simulated line finished; delivering what is left in the spool")
             while not stop.is_set() and not uplink.wait_delivered(1.0):

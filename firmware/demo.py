@@ -31,7 +31,7 @@ from agent.ingest import Ingest
 from firmware.config import ArchiveSettings, DeviceConfig, DeviceSettings, SimSettings, UplinkSettings
 from firmware.errors import ConfigError, LinerecError
 from firmware.line.sim import RealtimeClock, SimLine, demo_calls
-from firmware.service import DeviceService, line_decoders
+from firmware.service import DeviceService
 from firmware.spool import Spool
 from firmware.uplink import Uplink
 from firmware.wire import age
@@ -165,15 +165,8 @@ def _play(
             clock = RealtimeClock() if options.realtime else None
             print(f"playing {len(script)} scripted calls on the simulated line...", file=out)
             with SimLine(script, sample_rate=config.audio.sample_rate, clock=clock) as line:
-                tones, caller_ids = line_decoders(config)
-                service = DeviceService(
-                    config=config,
-                    backend=line,
-                    spool=spool,
-                    signing_key=key,
-                    uplink=uplink,
-                    tone_detector=tones,
-                    caller_id_decoder=caller_ids,
+                service = DeviceService.on_line(
+                    config=config, backend=line, spool=spool, signing_key=key, uplink=uplink
                 )
                 recorded = service.run()
             print(f"recorded {len(recorded)} calls; delivering...", file=out)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +221,28 @@ class DeviceService:
         self.recorded: list[str] = []
         self.call: Call = calls.IDLE
 
+    @classmethod
+    def on_line(
+        cls,
+        *,
+        config: DeviceConfig,
+        backend: LineBackend,
+        spool: Spool,
+        signing_key: Ed25519PrivateKey,
+        uplink: Uplink | None = None,
+    ) -> DeviceService:
+        """The service with the tone detector and caller ID decoder the configured line path needs."""
+        tones, caller_ids = line_decoders(config)
+        return cls(
+            config=config,
+            backend=backend,
+            spool=spool,
+            signing_key=signing_key,
+            uplink=uplink,
+            tone_detector=tones,
+            caller_id_decoder=caller_ids,
+        )
+
     def run(self, stop: threading.Event | None = None) -> list[str]:
         """Serve the line until it closes or ``stop`` is set; returns the recordings sealed."""
         rate = self._backend.sample_rate
@@ -248,7 +270,7 @@ class DeviceService:
         self._act(actions)
         return self.recorded
 
-    def _listen(self, block: LineBlock) -> list[LineEvent]:
+    def _listen(self, block: LineBlock) -> Sequence[LineEvent]:
         """Caller ID decoded from the block's on-hook audio (none once the call is answered)."""
         if self._listener is None:
             return []
@@ -256,7 +278,7 @@ class DeviceService:
             self._listener.observe(event)
         if self.call.state is CallState.ANSWERED:
             return []
-        return list(self._listener.feed(block.t, block.audio, self._backend.sample_rate))
+        return self._listener.feed(block.t, block.audio)
 
     def _act(self, actions: tuple[calls.Action, ...]) -> None:
         for action in actions:

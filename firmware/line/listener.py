@@ -81,27 +81,27 @@ class CallerIdListener:
         match event:
             case RingStart(t=t):
                 self._ringing = True
-                self._open(t, t + 30.0)  # held open through the burst; RingEnd sets the real end
+                self._open(t)  # held open while it rings; RingEnd sets how long after
             case RingEnd(t=t):
                 self._ringing = False
-                self._open(t, t + self._after_ring_s)
+                self._open(t + self._after_ring_s)
             case PolarityReversal(t=t) | ToneDetected(t=t, tone="cas"):
-                self._open(t, t + self._pre_ring_s)
+                self._open(t + self._pre_ring_s)
             case OffHook():
                 # Picked up: whatever was half received is lost, as on any phone.
                 self._close()
 
-    def _open(self, t: float, until: float) -> None:
-        if self._open_at is None:
-            self._decoder.reset()
-        self._until = max(self._until, until) if self._open_at is not None else until
+    def _open(self, until: float) -> None:
+        if self._open_at is None and self._until == -np.inf:
+            self._decoder.reset()  # a fresh window: nothing of an earlier one carries over
+        self._until = max(self._until, until)
 
     def _close(self) -> None:
         self._open_at = None
         self._until = -np.inf
         self._decoder.reset()
 
-    def feed(self, t: float, audio: NDArray[np.int16], sample_rate: int) -> list[CallerIdReceived]:
+    def feed(self, t: float, audio: NDArray[np.int16]) -> list[CallerIdReceived]:
         """Take one block of line audio starting at ``t``; return caller IDs completed in it."""
         if t >= self._until and not self._ringing:
             if self._open_at is None:
