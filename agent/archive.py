@@ -4,7 +4,8 @@ Layout under the archive root::
 
     index.sqlite                       the index (WAL mode)
     .incoming/                         transfers in progress (same filesystem)
-    <device>/<YYYY>/<MM>/<DD>/<id>.flac.age
+    <device>/<YYYY>/<MM>/<DD>/<id>.flac.age       (or .opus.age, .wav.age; .flac.segments
+                                                  for a call recovered after a crash)
     <device>/<YYYY>/<MM>/<DD>/<id>.manifest.age
 
 A recording is in the archive once its index row is committed; the files are
@@ -38,7 +39,18 @@ from firmware.wire.topics import check_device_id, check_recording_id
 
 log = logging.getLogger("linerec.agent.archive")
 
-AUDIO_SUFFIX = ".flac.age"
+AUDIO_CODECS = ("flac", "opus", "wav")
+
+
+def audio_suffix(manifest: Manifest) -> str:
+    """The archive file's ending, which says how to open it: ``.flac.age``, ``.opus.age``, ``.flac.segments``."""
+    codec = manifest.audio.get("codec")
+    codec = codec if codec in AUDIO_CODECS else "flac"
+    if manifest.audio.get("container") == "segments":
+        return f".{codec}.segments"
+    return f".{codec}.age"
+
+
 MANIFEST_SUFFIX = ".manifest.age"
 
 # Each entry moves the schema from version N to N+1; append, never edit.
@@ -357,7 +369,7 @@ class Archive:
             if self.has(manifest.recording_id):
                 return self.get(manifest.recording_id)
             relative, started = self._day_dir(manifest)
-            audio_rel = relative / (manifest.recording_id + AUDIO_SUFFIX)
+            audio_rel = relative / (manifest.recording_id + audio_suffix(manifest))
             manifest_rel = relative / (manifest.recording_id + MANIFEST_SUFFIX)
             self._place_files(relative, audio_rel, manifest_rel, manifest_doc_age, Path(ciphertext))
             number, name, absent = _caller_fields(manifest.caller_id)

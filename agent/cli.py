@@ -6,21 +6,17 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-
 from agent import __version__, config
 from agent.errors import AgentError
 from firmware.wire import age
-from firmware.wire.errors import AgeError, LinerecError
+from firmware.wire.errors import LinerecError
 
 if TYPE_CHECKING:
     from agent.archive import Archive
@@ -166,9 +162,10 @@ def _run(cfg: config.AgentConfig) -> int:
 
 
 def _export(cfg: config.AgentConfig, args: argparse.Namespace) -> int:
+    from agent.export import export  # noqa: PLC0415
+
     identities = age.load_identities(args.identity or cfg.agent.identity)
-    suffix = args.out.suffix.lower()
-    if suffix not in (".wav", ".flac"):
+    if args.out.suffix.lower() not in (".wav", ".flac"):
         msg = f"output {args.out} must end in .wav or .flac"
         raise AgentError(msg)
     with _open_archive(cfg) as archive:
@@ -176,52 +173,9 @@ def _export(cfg: config.AgentConfig, args: argparse.Namespace) -> int:
     if not row.answered or row.duration_s == 0:
         msg = f"call {row.id} was not answered, so it has no audio to export"
         raise AgentError(msg)
-    with tempfile.TemporaryDirectory(prefix="linerec-export-") as tmp:
-        flac = Path(tmp) / "call.flac"
-        _decrypt_to(Path(row.path), flac, identities)
-        if suffix == ".flac":
-            _copy(flac, args.out)
-        else:
-            _flac_to_wav(flac, args.out)
+    export(Path(row.path), args.out, identities)
     print(f"exported {row.id} to {args.out}")
     return 0
-
-
-def _decrypt_to(source: Path, target: Path, identities: list[X25519PrivateKey]) -> None:
-    try:
-        with source.open("rb") as src, target.open("xb") as out:
-            target.chmod(0o600)
-            decryptor = age.Decryptor(src, identities)
-            for piece in decryptor.chunks():
-                out.write(piece)
-    except FileNotFoundError:
-        msg = f"recording file {source} is missing from the archive"
-        raise AgentError(msg) from None
-    except AgeError as exc:
-        msg = f"cannot decrypt {source.name}: {exc}"
-        raise AgentError(msg) from None
-
-
-def _copy(source: Path, target: Path) -> None:
-    try:
-        shutil.copyfile(source, target)
-    except OSError as exc:
-        msg = f"cannot write {target}: {exc.strerror}"
-        raise AgentError(msg) from None
-
-
-def _flac_to_wav(source: Path, target: Path) -> None:
-    import soundfile as sf  # noqa: PLC0415  (numpy stays out of the agent until audio is needed)
-
-    try:
-        with sf.SoundFile(source) as flac, sf.SoundFile(
-            target, "w", samplerate=flac.samplerate, channels=flac.channels, subtype="PCM_16", format="WAV"
-        ) as wav:
-            for block in flac.blocks(blocksize=65536, dtype="int16"):
-                wav.write(block)
-    except (OSError, RuntimeError) as exc:
-        msg = f"cannot convert the recording to {target}: {exc}"
-        raise AgentError(msg) from None
 
 
 if __name__ == "__main__":

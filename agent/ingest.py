@@ -31,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.archive import Archive, fsync_path
 from agent.errors import AgentError
+from agent.recovered import with_recovered_facts
 from firmware.wire import topics
 from firmware.wire.age import decrypt_bytes
 from firmware.wire.broker import BrokerSettings, BrokerSettingsError
@@ -281,7 +282,7 @@ class Ingest:
         size = manifest.ciphertext["size"]
         if not 0 <= size <= MAX_TRANSFER:
             raise _Refused(f"manifest is malformed: ciphertext size {size} is outside 0..{MAX_TRANSFER}")
-        return manifest
+        return with_recovered_facts(manifest, self._identities)
 
     # --- transfer state on disk --------------------------------------------------
 

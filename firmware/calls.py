@@ -75,6 +75,8 @@ class HangupCause(enum.StrEnum):
     MAX_LENGTH = "max-length"
     UNANSWERED = "unanswered"
     LINE_LOST = "line-lost"
+    # The recorder stopped mid-call (power cut, crash); the audio up to then was recovered.
+    RECORDER_STOPPED = "recorder-stopped"
 
 
 # Tones that mean the far end has gone: the exchange plays them after a hang-up.

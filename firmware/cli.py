@@ -119,6 +119,7 @@ def _keys_show(path: Path) -> int:
 def _run(path: Path) -> int:
     cfg = config.load(path)
     from firmware.line import open_backend  # noqa: PLC0415
+    from firmware.recovery import recover  # noqa: PLC0415
     from firmware.service import DeviceService  # noqa: PLC0415
     from firmware.spool import Spool  # noqa: PLC0415
     from firmware.uplink import Uplink  # noqa: PLC0415
@@ -126,7 +127,7 @@ def _run(path: Path) -> int:
 
     key = load_or_create_signing_key(cfg.device.signing_key_path)
     spool = Spool(cfg.device.spool_dir)
-    spool.recover()  # logs each interrupted recording; none is ever deleted
+    recover(spool, config=cfg, signing_key=key)  # calls a crash interrupted go out like any other
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

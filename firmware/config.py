@@ -23,7 +23,7 @@ from firmware.wire.topics import check_device_id
 
 DEFAULT_PATH = Path("/etc/linerec/device.toml")
 LINES = ("gpio", "modem", "sim")
-CODECS = ("flac",)
+CODECS = ("flac", "opus", "wav")
 SAMPLE_RATES = (8000, 16000)
 
 
@@ -54,6 +54,11 @@ class AudioSettings:
     sample_rate: int = 8000
     block_ms: int = 20
     codec: str = "flac"
+    opus_kbps: float = 16.0
+    # Audio kept from before the off-hook edge, so that the first word is recorded.
+    preroll_s: float = 1.0
+    # How often the call journal reaches the disk; a crash loses at most this plus 0.5 s.
+    checkpoint_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -133,7 +138,7 @@ class ModemSettings:
 class SimSettings:
     """``[sim]``: the simulated line (``device.line = "sim"``)."""
 
-    calls: int = 3
+    calls: int = 3  # 0: a quiet line; `linerec run` then only delivers what the spool holds
     realtime: bool = False
     seed: int = 0
     idle_before_s: float = 0.0  # extra quiet line before the first call
@@ -206,7 +211,14 @@ def _audio(t: Table) -> AudioSettings:
     block_ms = t.get("block_ms", int, 20)
     if block_ms not in (10, 20, 30):
         raise t.fail("block_ms", block_ms, "10, 20 or 30")
-    result = AudioSettings(sample_rate=rate, block_ms=block_ms, codec=t.choice("codec", CODECS, "flac"))
+    result = AudioSettings(
+        sample_rate=rate,
+        block_ms=block_ms,
+        codec=t.choice("codec", CODECS, "flac"),
+        opus_kbps=t.number("opus_kbps", 16.0, 6.0, 64.0),
+        preroll_s=t.number("preroll_s", 1.0, 0.0, 5.0),
+        checkpoint_s=t.number("checkpoint_s", 1.0, 0.1, 1.5),
+    )
     t.done()
     return result
 
@@ -337,11 +349,10 @@ def _modem(t: Table) -> ModemSettings:
 
 def _sim(t: Table) -> SimSettings:
     result = SimSettings(
-        calls=t.integer("calls", 3, 1, 1000),
+        calls=t.integer("calls", 3, 0, 1000),
         realtime=t.get("realtime", bool, False),
         seed=t.integer("seed", 0, 0, 2**31),
         idle_before_s=t.number("idle_before_s", 0.0, 0.0, 86400.0),
     )
     t.done()
     return result
-

@@ -170,9 +170,7 @@ def _play(
                 )
                 recorded = service.run()
             print(f"recorded {len(recorded)} calls; delivering...", file=out)
-            if not uplink.wait_delivered(options.timeout_s) or not ingest.wait_stored(
-                len(recorded), options.timeout_s
-            ):
+            if not uplink.wait_delivered(options.timeout_s) or not ingest.wait_stored(len(recorded), options.timeout_s):
                 msg = f"the agent did not confirm all {len(recorded)} recordings within {options.timeout_s:g} s"
                 raise LinerecError(msg)
         finally:

@@ -1,12 +1,14 @@
-"""Encode captured audio to FLAC and encrypt it to the archive, block by block, straight to disk.
+"""Encode captured audio (FLAC, Opus or WAV) and encrypt it to the archive, block by block, straight to disk.
 
-libsndfile writes FLAC through a file-like object and, when the file is closed,
-seeks back once to complete the STREAMINFO block at the start (total samples,
-MD5). age payload chunks cannot be rewritten in place once sealed, so the writer
-keeps the first payload chunk (64 KiB of FLAC, about eight seconds of speech at
-8 kHz) in memory and reserves its room in the file; every later chunk is sealed
-and written as soon as it fills. At close the first chunk is sealed and written
-into its place. Memory stays flat: one chunk held, one filling.
+libsndfile writes through a file-like object and, when the file is closed,
+seeks back to complete the header at the start (FLAC's STREAMINFO with the
+total samples and MD5, WAV's chunk sizes; Ogg Opus needs nothing). age payload
+chunks cannot be rewritten in place once sealed, so the writer keeps the first
+payload chunk (64 KiB, about eight seconds of FLAC speech at 8 kHz) in memory
+and reserves its room in the file; every later chunk is sealed and written as
+soon as it fills. At close the first chunk is sealed and written into its
+place. Memory stays flat: one chunk held, one filling. Because the file is
+whole only once closed, :mod:`firmware.journal` keeps a crash-proof copy.
 """
 
 from __future__ import annotations
@@ -72,14 +74,14 @@ class _AgeSink(io.RawIOBase):
         elif self._pos == self._size:
             self._append(view)
         else:
-            msg = f"FLAC writer skipped ahead to byte {self._pos} of {self._size}"
+            msg = f"audio writer skipped ahead to byte {self._pos} of {self._size}"
             raise OSError(msg)
         return len(view)
 
     def _patch(self, view: memoryview) -> None:
         end = self._pos + len(view)
         if end > age.CHUNK_SIZE or end > self._size:
-            msg = f"FLAC writer rewrote bytes {self._pos}-{end}, beyond the held first chunk"
+            msg = f"audio writer rewrote bytes {self._pos}-{end}, beyond the held first chunk"
             raise OSError(msg)
         self._head[self._pos : end] = view
         self._pos = end
@@ -116,6 +118,20 @@ class _AgeSink(io.RawIOBase):
         self._tail.clear()
 
 
+# codec name -> libsndfile (format, subtype); every one can be written block by block.
+CODECS: dict[str, tuple[str, str]] = {
+    "flac": ("FLAC", "PCM_16"),
+    "opus": ("OGG", "OPUS"),
+    "wav": ("WAV", "PCM_16"),
+}
+OPUS_RATES = (8000, 12000, 16000, 24000, 48000)
+
+
+def opus_compression_level(bitrate_kbps: float) -> float:
+    """libsndfile's compression level for an Opus bit rate: it maps 0..1 onto 256..6 kb/s per channel."""
+    return min(1.0, max(0.0, (256.0 - bitrate_kbps) / 250.0))
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedAudio:
     """What a finished recording file holds."""
@@ -134,19 +150,42 @@ class EncodedAudio:
         return self.frames / self.sample_rate
 
 
-class EncryptedFlacWriter:
-    """Writes int16 mono blocks as an age-encrypted FLAC file at ``path``, fsynced at close."""
+class EncryptedAudioWriter:
+    """Writes int16 mono blocks as an age-encrypted audio file at ``path``, fsynced at close."""
 
-    def __init__(self, path: Path, *, recipients: tuple[str, ...], sample_rate: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        recipients: tuple[str, ...],
+        sample_rate: int,
+        codec: str = "flac",
+        opus_kbps: float = 16.0,
+    ) -> None:
+        if codec not in CODECS:
+            msg = f"codec {codec!r} must be one of {', '.join(CODECS)}"
+            raise RecordingError(msg)
+        if codec == "opus" and sample_rate not in OPUS_RATES:
+            msg = f"Opus cannot encode {sample_rate} Hz audio; it takes {', '.join(map(str, OPUS_RATES))}"
+            raise RecordingError(msg)
         self.path = path
         self.sample_rate = sample_rate
+        self.codec = codec
         self.frames = 0
         self._pcm_hash = hashlib.sha256()
+        file_format, subtype = CODECS[codec]
+        options = {"compression_level": opus_compression_level(opus_kbps)} if codec == "opus" else {}
         try:
             self._file = path.open("xb")
             self._sink = _AgeSink(self._file, recipients)
-            self._flac = sf.SoundFile(
-                self._sink, "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="FLAC"
+            self._audio = sf.SoundFile(
+                self._sink,
+                "w",
+                samplerate=sample_rate,
+                channels=1,
+                subtype=subtype,
+                format=file_format,
+                **options,
             )
         except OSError as exc:
             msg = f"cannot start the recording file {path}: {exc}"
@@ -156,7 +195,7 @@ class EncryptedFlacWriter:
         """Append one block of int16 samples."""
         samples = np.ascontiguousarray(block, dtype="<i2")
         try:
-            self._flac.write(samples)
+            self._audio.write(samples)
         except (OSError, RuntimeError) as exc:
             msg = f"cannot write the recording file {self.path}: {exc}"
             raise RecordingError(msg) from None
@@ -164,9 +203,9 @@ class EncryptedFlacWriter:
         self.frames += len(samples)
 
     def close(self) -> EncodedAudio:
-        """Finish the FLAC stream, seal the age file, fsync it, and describe it."""
+        """Finish the audio stream, seal the age file, fsync it, and describe it."""
         try:
-            self._flac.close()
+            self._audio.close()
             self._sink.finish()
             self._file.flush()
             os.fsync(self._file.fileno())
@@ -179,7 +218,7 @@ class EncryptedFlacWriter:
             path=self.path,
             frames=self.frames,
             sample_rate=self.sample_rate,
-            codec="flac",
+            codec=self.codec,
             size=size,
             sha256=digest,
             pcm_sha256=self._pcm_hash.hexdigest(),

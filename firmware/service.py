@@ -8,9 +8,9 @@ never in an audio callback.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,126 +23,45 @@ from firmware.calls import (
     Call,
     CallEnded,
     CallState,
-    HangupCause,
     PlayGreeting,
     ReleaseLine,
     StartRecording,
     TakeLine,
 )
 from firmware.config import DeviceConfig
-from firmware.dsp.dtmf import DtmfDetector, DtmfDigit
-from firmware.encoder import EncodedAudio, EncryptedFlacWriter
-from firmware.errors import ConfigError, RecordingError
+from firmware.errors import ConfigError
 from firmware.line.base import LineBackend, LineBlock, LineEvent, RingStart, ToneDetector
 from firmware.line.listener import CallerIdDecoderLike, CallerIdListener
+from firmware.recorder import CallRecorder
 from firmware.spool import Spool
 from firmware.uplink import Uplink
-from firmware.wire import age
-from firmware.wire.manifest import Manifest, firmware_version, new_recording_id, sign_manifest, utc_iso
 
 log = logging.getLogger("linerec.service")
 
-AUDIO_FILE = "audio.flac.age"
-MANIFEST_FILE = "manifest.age"
 
+class PreRoll:
+    """The last few seconds of line audio, prepended to a recording so its first word is whole."""
 
-class CallRecorder:
-    """Writes one call at a time into the spool: encrypted audio, then the signed manifest."""
+    def __init__(self, frames: int) -> None:
+        self.frames = frames
+        self._blocks: deque[NDArray[np.int16]] = deque()
+        self._held = 0
 
-    def __init__(
-        self,
-        *,
-        config: DeviceConfig,
-        spool: Spool,
-        signing_key: Ed25519PrivateKey,
-        sample_rate: int,
-        on_sealed: Callable[[str], None] = lambda _rec_id: None,
-    ) -> None:
-        self._config = config
-        self._spool = spool
-        self._key = signing_key
-        self._rate = sample_rate
-        self._on_sealed = on_sealed
-        self._rec_id: str | None = None
-        self._writer: EncryptedFlacWriter | None = None
-        # Keys pressed during the call, in seconds from the start of the recording.
-        self._dtmf = DtmfDetector(sample_rate)
-        self._digits: list[DtmfDigit] = []
+    def add(self, block: NDArray[np.int16]) -> None:
+        """Keep ``block``, forgetting what is now older than the pre-roll."""
+        if self.frames <= 0 or not len(block):
+            return
+        self._blocks.append(block)
+        self._held += len(block)
+        while self._held - len(self._blocks[0]) >= self.frames:
+            self._held -= len(self._blocks.popleft())
 
-    @property
-    def active(self) -> bool:
-        """True while a call's audio is being written."""
-        return self._writer is not None
-
-    def start(self, t: float) -> None:
-        """Open a new recording whose audio starts at ``t``."""
-        self._open(t)
-
-    def _open(self, t: float) -> EncryptedFlacWriter:
-        self._dtmf.reset()
-        self._digits = []
-        self._rec_id = new_recording_id(t)
-        folder = self._spool.begin(self._rec_id)
-        self._writer = EncryptedFlacWriter(
-            folder / AUDIO_FILE, recipients=self._config.archive.recipients, sample_rate=self._rate
-        )
-        return self._writer
-
-    def write(self, block: NDArray[np.int16]) -> None:
-        """Append captured audio to the open recording."""
-        if self._writer is not None:
-            self._writer.write(block)
-            self._digits += self._dtmf.feed(block)
-
-    def finish(self, call: Call) -> str:
-        """Close the call's audio (an unanswered call gets an empty one), sign, encrypt and seal."""
-        started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
-        writer = self._writer or self._open(started if started is not None else 0.0)
-        rec_id = self._rec_id
-        assert rec_id is not None
-        self._writer = None
-        self._rec_id = None
-        audio = writer.close()
-        self._digits += self._dtmf.flush()
-        manifest = self._manifest(rec_id, call, audio)
-        doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
-        _write_durably(audio.path.parent / MANIFEST_FILE, doc)
-        self._spool.seal(rec_id)
-        log.info("recording %s sealed (%.1f s, %d bytes)", rec_id, audio.duration_s, audio.size)
-        self._on_sealed(rec_id)
-        return rec_id
-
-    def _manifest(self, rec_id: str, call: Call, audio: EncodedAudio) -> Manifest:
-        started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
-        caller = call.caller_id.to_json() if call.caller_id is not None else None
-        return Manifest(
-            recording_id=rec_id,
-            device_id=self._config.device.id,
-            line=self._config.device.line_name,
-            started_at=utc_iso(started) or "",
-            answered_at=utc_iso(call.answered_at),
-            ended_at=utc_iso(call.ended_at) or "",
-            ring_count=call.ring_count,
-            answered=call.answered,
-            hangup_cause=str(call.hangup_cause or HangupCause.LINE_LOST),
-            caller_id=caller,
-            consent=None,
-            audio={
-                "codec": audio.codec,
-                "sample_rate": audio.sample_rate,
-                "channels": 1,
-                "frames": audio.frames,
-                "duration_s": round(audio.duration_s, 3),
-                "pcm_sha256": audio.pcm_sha256,
-                "trimmed": False,
-                "trim_map": [[0.0, round(audio.duration_s, 3)]] if audio.frames else [],
-                "dtmf": [d.to_json() for d in self._digits],
-                "overflows": 0,
-            },
-            ciphertext={"file": AUDIO_FILE, "size": audio.size, "sha256": audio.sha256},
-            firmware_version=firmware_version(),
-            extra={"answered_by": call.answered_by, "call_waiting_alerts": call.call_waiting},
-        )
+    def take(self) -> NDArray[np.int16]:
+        """The held audio, at most ``frames`` long, and forget it."""
+        audio = np.concatenate(self._blocks) if self._blocks else np.zeros(0, np.int16)
+        self._blocks.clear()
+        self._held = 0
+        return audio[-self.frames :] if self.frames > 0 else audio[:0]
 
 
 def _mean_square(audio: NDArray[np.int16]) -> float:
@@ -164,17 +83,6 @@ def load_greeting(path: Path | None, sample_rate: int) -> NDArray[np.int16]:
         raise ConfigError(msg)
     mono: NDArray[np.int16] = audio[:, 0].copy()
     return mono
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    try:
-        with path.open("xb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as exc:
-        msg = f"cannot write {path}: {exc.strerror}"
-        raise RecordingError(msg) from None
 
 
 class DeviceService:
@@ -218,6 +126,8 @@ class DeviceService:
             sample_rate=backend.sample_rate,
             on_sealed=self._sealed,
         )
+        self._preroll = PreRoll(round(config.audio.preroll_s * backend.sample_rate))
+        self._audio_at = 0.0
         self.recorded: list[str] = []
         self.call: Call = calls.IDLE
 
@@ -251,13 +161,21 @@ class DeviceService:
             block = self._backend.read_block()
             if block is None:
                 break
+            if len(block.audio):
+                self._audio_at = block.t  # the first sample a recording started now would hold
             for event in (*block.events, *self._listen(block)):
                 before = self.call
                 self.call, actions = calls.step(self.call, event, self._policy)
                 self._announce(before, self.call, event)
                 self._act(actions)
+                if self._recorder.active and self.call is not before:
+                    self._recorder.note(self.call)
             t = block.t + len(block.audio) / rate
-            if self._recorder.active:
+            if len(block.audio):
+                self._audio_at = t
+            if not self._recorder.active:
+                self._preroll.add(block.audio)
+            else:
                 self._recorder.write(block.audio)
                 if _mean_square(block.audio) > self._quiet_ms:
                     self.call = calls.heard(self.call, t)
@@ -283,7 +201,8 @@ class DeviceService:
     def _act(self, actions: tuple[calls.Action, ...]) -> None:
         for action in actions:
             if isinstance(action, StartRecording):
-                self._recorder.start(action.t)
+                self._recorder.start(self._audio_at, self._preroll.take())
+                self._recorder.note(self.call)
                 if self._tones is not None:
                     self._tones.reset()
             elif isinstance(action, TakeLine):

@@ -2,8 +2,10 @@
 
 Layout under the spool root::
 
-    incoming/<id>/   being written (encoder output); never touched by delivery
-    outbox/<id>/     sealed: manifest.age + audio.flac.age, waiting for the agent
+    incoming/<id>/   being written: audio.age, and the call journal (audio.segments,
+                     facts.age) that a crash leaves for recovery; never touched by delivery
+    outbox/<id>/     sealed: manifest.age + audio.age (or audio.segments for a call
+                     recovered after a crash), waiting for the agent
     rejected/<id>/   refused by the agent; kept for a person, with reason.txt
     .trash/<id>/     acknowledged as stored, being deleted (emptied at start)
 
@@ -26,7 +28,8 @@ from firmware.wire.topics import check_recording_id
 log = logging.getLogger("linerec.spool")
 
 MANIFEST_NAME = "manifest.age"
-AUDIO_NAME = "audio.flac.age"
+AUDIO_NAME = "audio.age"  # one age file: the codec is in the manifest
+SEGMENTS_NAME = "audio.segments"  # a segment log (firmware.wire.segments): a recovered call
 REASON_NAME = "reason.txt"
 DIR_MODE = 0o700
 
@@ -41,6 +44,12 @@ def _error(action: str, path: Path, exc: OSError) -> SpoolError:
     err = SpoolError(f"spool could not {action} {path}: {detail}")
     err.errno = exc.errno
     return err
+
+
+def _audio_in(folder: Path) -> Path:
+    """A recording's audio file: the age file, or the segment log of a recovered call."""
+    segments = folder / SEGMENTS_NAME
+    return segments if segments.is_file() and not (folder / AUDIO_NAME).exists() else folder / AUDIO_NAME
 
 
 def _fsync_path(path: Path, *, directory: bool = False) -> None:
@@ -112,18 +121,21 @@ class Spool:
         check_recording_id(rec_id)
         src = self.incoming / rec_id
         dst = self.outbox / rec_id
-        for name in (MANIFEST_NAME, AUDIO_NAME):
-            if not (src / name).is_file():
-                msg = f"spool cannot seal recording {rec_id}: {src / name} is missing"
-                raise SpoolError(msg)
+        if not (src / MANIFEST_NAME).is_file():
+            msg = f"spool cannot seal recording {rec_id}: {src / MANIFEST_NAME} is missing"
+            raise SpoolError(msg)
+        audio = _audio_in(src)
+        if not audio.is_file():
+            msg = f"spool cannot seal recording {rec_id}: {src / AUDIO_NAME} is missing"
+            raise SpoolError(msg)
         if dst.exists():
             msg = f"spool cannot seal recording {rec_id}: {dst} already exists"
             raise SpoolError(msg)
         step = src / MANIFEST_NAME
         try:
             _fsync_path(src / MANIFEST_NAME)
-            step = src / AUDIO_NAME
-            _fsync_path(src / AUDIO_NAME)
+            step = audio
+            _fsync_path(audio)
             step = src
             _fsync_path(src, directory=True)
             src.rename(dst)
@@ -132,14 +144,15 @@ class Spool:
             _fsync_path(self.outbox, directory=True)
         except OSError as exc:
             raise _error("flush and seal", step, exc) from exc
-        log.info("sealed recording %s (%d bytes)", rec_id, (dst / AUDIO_NAME).stat().st_size)
-        return self._recording(rec_id)
+        rec = self._recording(rec_id)
+        log.info("sealed recording %s (%d bytes)", rec_id, rec.size)
+        return rec
 
     # -- delivery side --------------------------------------------------------------
 
     def _recording(self, rec_id: str) -> SpooledRecording:
         path = self.outbox / rec_id
-        return SpooledRecording(rec_id, path / MANIFEST_NAME, path / AUDIO_NAME)
+        return SpooledRecording(rec_id, path / MANIFEST_NAME, _audio_in(path))
 
     def pending(self) -> list[SpooledRecording]:
         """Sealed recordings waiting for delivery, oldest first (ids sort by time)."""

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from firmware.encoder import EncryptedFlacWriter, file_sha256
+from firmware.encoder import EncryptedAudioWriter, file_sha256
 from firmware.errors import RecordingError
 from firmware.wire import age
 
@@ -27,7 +27,7 @@ def noisy_tone(seconds: float, seed: int = 0, rate: int = 8000) -> np.ndarray:  
 
 
 def record(path: Path, samples: np.ndarray, rate: int = 8000, block: int = 160):  # type: ignore[no-untyped-def,type-arg]
-    writer = EncryptedFlacWriter(path, recipients=RECIPIENTS, sample_rate=rate)
+    writer = EncryptedAudioWriter(path, recipients=RECIPIENTS, sample_rate=rate)
     for i in range(0, len(samples), block):
         writer.write(samples[i : i + block])
     return writer.close()
@@ -78,7 +78,7 @@ def test_no_plaintext_audio_reaches_the_disk(tmp_path: Path) -> None:
 
 def test_memory_stays_flat_however_long_the_call(tmp_path: Path) -> None:
     block = noisy_tone(0.02)
-    writer = EncryptedFlacWriter(tmp_path / "long.flac.age", recipients=RECIPIENTS, sample_rate=8000)
+    writer = EncryptedAudioWriter(tmp_path / "long.flac.age", recipients=RECIPIENTS, sample_rate=8000)
     tracemalloc.start()
     try:
         held = []
@@ -98,13 +98,13 @@ def test_an_existing_file_is_never_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "a.flac.age"
     path.write_bytes(b"earlier call")
     with pytest.raises(RecordingError, match=r"cannot start the recording file .*a\.flac\.age"):
-        EncryptedFlacWriter(path, recipients=RECIPIENTS, sample_rate=8000)
+        EncryptedAudioWriter(path, recipients=RECIPIENTS, sample_rate=8000)
     assert path.read_bytes() == b"earlier call"
 
 
 def test_an_unfinished_recording_never_decrypts_as_complete(tmp_path: Path) -> None:
     path = tmp_path / "a.flac.age"
-    writer = EncryptedFlacWriter(path, recipients=RECIPIENTS, sample_rate=8000)
+    writer = EncryptedAudioWriter(path, recipients=RECIPIENTS, sample_rate=8000)
     for _ in range(1000):
         writer.write(noisy_tone(0.02))
     writer._file.flush()  # what is on disk when the process dies here

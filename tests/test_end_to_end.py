@@ -63,10 +63,11 @@ class TapLine(LineBackend):
     def close(self) -> None:
         self.inner.close()
 
-    def captured_from_answer(self, frames: int) -> np.ndarray:  # type: ignore[type-arg]
-        """The samples from the start of the block in which the phone was answered."""
+    def captured_from_answer(self, frames: int, preroll: int = 0) -> np.ndarray:  # type: ignore[type-arg]
+        """The samples from ``preroll`` before the block in which the phone was answered."""
         start = next(i for i, b in enumerate(self.blocks) if any(isinstance(e, OffHook) for e in b.events))
-        return np.concatenate([b.audio for b in self.blocks[start:]])[:frames]
+        before = np.concatenate([b.audio for b in self.blocks[:start]])[-preroll:] if preroll else []
+        return np.concatenate([before, *[b.audio for b in self.blocks[start:]]])[:frames]
 
 
 @dataclass
@@ -142,10 +143,12 @@ def test_simulated_call_lands_in_archive_and_decrypts_with_age_cli_to_the_captur
     assert rate == 8000
     assert len(samples) == round(row.duration_s * 8000)
     assert len(samples) > 5 * 8000, "a scripted conversation lasts several seconds"
-    assert np.array_equal(samples, tap.captured_from_answer(len(samples)))
+    # The recording starts with the second of line audio before the answer (the pre-roll).
+    assert np.array_equal(samples, tap.captured_from_answer(len(samples), preroll=8000))
 
     doc = age_decrypt(s.identity_file, Path(row.manifest_path))
     manifest = verify_manifest(doc, s.key.public_key())
+    assert manifest.audio["preroll_s"] == 1.0
     assert manifest.recording_id == row.id
     assert manifest.ciphertext["sha256"] == row.sha256
     assert manifest.caller_id is not None
@@ -194,7 +197,7 @@ def test_agent_cli_lists_and_exports_the_archived_call(
     assert agent_main(["--config", str(conf), "export", recorded[0], str(out)]) == 0
     samples, rate = sf.read(out, dtype="int16")
     assert rate == 8000
-    assert np.array_equal(samples, tap.captured_from_answer(len(samples)))
+    assert np.array_equal(samples, tap.captured_from_answer(len(samples), preroll=8000))
 
 
 def test_export_with_the_wrong_identity_is_one_clear_error(

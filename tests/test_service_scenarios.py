@@ -140,7 +140,7 @@ def test_a_tone_the_detector_hears_in_the_call_audio_ends_the_call(tmp_path: Pat
     doc = age.decrypt_bytes(rec.manifest.read_bytes(), [age.parse_identity(IDENTITY)])
     manifest = verify_manifest(doc, key.public_key())
     assert manifest.hangup_cause == "remote-tone"
-    assert 3.9 < manifest.duration_s < 4.5
+    assert 3.9 < manifest.duration_s - manifest.audio["preroll_s"] < 4.5
     assert detector.resets == 1
     assert detector.fed > 0
 

@@ -46,6 +46,7 @@ def open_backend(config: DeviceConfig) -> LineBackend:
     from firmware.line.sim import SimLine, demo_calls  # noqa: PLC0415
 
     script = [demo_calls()[i % 3] for i in range(config.sim.calls)]
-    script[0] = dataclasses.replace(script[0], gap_before_s=script[0].gap_before_s + config.sim.idle_before_s)
+    if script:
+        script[0] = dataclasses.replace(script[0], gap_before_s=script[0].gap_before_s + config.sim.idle_before_s)
     clock = RealtimeClock() if config.sim.realtime else None
     return SimLine(script, sample_rate=rate, block_ms=block_ms, clock=clock, seed=config.sim.seed)

@@ -1,0 +1,187 @@
+"""Writes one call into the spool: encrypted audio, its journal, then the signed manifest.
+
+The audio of a call starts with the pre-roll the service kept from before the
+off-hook edge, so that the first word is there. Everything written goes both to
+the main file (one age stream, finished at the end of the call) and to the call
+journal (:mod:`firmware.journal`), which a crash leaves behind for
+:mod:`firmware.recovery` to deliver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from numpy.typing import NDArray
+
+from firmware.calls import Call, HangupCause
+from firmware.config import DeviceConfig
+from firmware.dsp.dtmf import DtmfDetector, DtmfDigit
+from firmware.encoder import EncodedAudio, EncryptedAudioWriter
+from firmware.errors import RecordingError
+from firmware.journal import CallJournal
+from firmware.spool import AUDIO_NAME, MANIFEST_NAME, Spool
+from firmware.wire import age
+from firmware.wire.manifest import Manifest, firmware_version, new_recording_id, sign_manifest, utc_iso
+
+log = logging.getLogger("linerec.recorder")
+
+
+class CallRecorder:
+    """Writes one call at a time into the spool: encrypted audio, then the signed manifest."""
+
+    def __init__(
+        self,
+        *,
+        config: DeviceConfig,
+        spool: Spool,
+        signing_key: Ed25519PrivateKey,
+        sample_rate: int,
+        on_sealed: Callable[[str], None] = lambda _rec_id: None,
+    ) -> None:
+        self._config = config
+        self._spool = spool
+        self._key = signing_key
+        self._rate = sample_rate
+        self._on_sealed = on_sealed
+        self._rec_id: str | None = None
+        self._started: float = 0.0
+        self._writer: EncryptedAudioWriter | None = None
+        self._journal: CallJournal | None = None
+        self._preroll_s = 0.0
+        # Keys pressed during the call, in seconds from the start of the recording.
+        self._dtmf = DtmfDetector(sample_rate)
+        self._digits: list[DtmfDigit] = []
+
+    @property
+    def active(self) -> bool:
+        """True while a call's audio is being written."""
+        return self._writer is not None
+
+    def start(self, t: float, preroll: NDArray[np.int16] | None = None) -> None:
+        """Open a new recording whose live audio starts at ``t``, after ``preroll``, the audio just before."""
+        before = preroll if preroll is not None else np.zeros(0, np.int16)
+        self._preroll_s = len(before) / self._rate
+        self._open(t - self._preroll_s)
+        if len(before):
+            self.write(before)
+
+    def _open(self, t: float) -> EncryptedAudioWriter:
+        self._dtmf.reset()
+        self._digits = []
+        self._started = t
+        self._rec_id = new_recording_id(t)
+        folder = self._spool.begin(self._rec_id)
+        audio = self._config.audio
+        self._writer = EncryptedAudioWriter(
+            folder / AUDIO_NAME,
+            recipients=self._config.archive.recipients,
+            sample_rate=self._rate,
+            codec=audio.codec,
+            opus_kbps=audio.opus_kbps,
+        )
+        self._journal = CallJournal(
+            folder,
+            recipients=self._config.archive.recipients,
+            sample_rate=self._rate,
+            checkpoint_s=audio.checkpoint_s,
+        )
+        return self._writer
+
+    def write(self, block: NDArray[np.int16]) -> None:
+        """Append captured audio to the open recording."""
+        if self._writer is None or self._journal is None:
+            return
+        self._writer.write(block)
+        self._journal.write(block)
+        found = self._dtmf.feed(block)
+        if found:
+            self._digits += found
+
+    def note(self, call: Call) -> None:
+        """Keep what is known about the call in the journal, for a recovery after a crash."""
+        if self._journal is not None:
+            self._journal.note_facts(self._facts(call))
+
+    def finish(self, call: Call) -> str:
+        """Close the call's audio (an unanswered call gets an empty one), sign, encrypt and seal."""
+        started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
+        writer = self._writer or self._open(started if started is not None else 0.0)
+        journal = self._journal
+        rec_id = self._rec_id
+        assert rec_id is not None and journal is not None
+        self._writer = self._journal = None
+        self._rec_id = None
+        audio = writer.close()
+        self._digits += self._dtmf.flush()
+        manifest = self._manifest(rec_id, call, audio)
+        doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
+        write_durably(audio.path.parent / MANIFEST_NAME, doc)
+        # The main file and the manifest are on disk: the journal has done its job.
+        journal.discard()
+        self._spool.seal(rec_id)
+        log.info("recording %s sealed (%.1f s, %d bytes)", rec_id, audio.duration_s, audio.size)
+        self._on_sealed(rec_id)
+        return rec_id
+
+    def _facts(self, call: Call) -> dict[str, Any]:
+        return {
+            "answered_at": utc_iso(call.answered_at),
+            "ring_count": call.ring_count,
+            "answered": call.answered,
+            "caller_id": call.caller_id.to_json() if call.caller_id is not None else None,
+            "started_at": utc_iso(call.first_ring_at if call.first_ring_at is not None else call.answered_at),
+            "extra": {"answered_by": call.answered_by, "call_waiting_alerts": call.call_waiting},
+        }
+
+    def _manifest(self, rec_id: str, call: Call, audio: EncodedAudio) -> Manifest:
+        started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
+        caller = call.caller_id.to_json() if call.caller_id is not None else None
+        return Manifest(
+            recording_id=rec_id,
+            device_id=self._config.device.id,
+            line=self._config.device.line_name,
+            started_at=utc_iso(started) or "",
+            answered_at=utc_iso(call.answered_at),
+            ended_at=utc_iso(call.ended_at) or "",
+            ring_count=call.ring_count,
+            answered=call.answered,
+            hangup_cause=str(call.hangup_cause or HangupCause.LINE_LOST),
+            caller_id=caller,
+            consent=None,
+            audio={
+                "codec": audio.codec,
+                "container": "age",
+                "sample_rate": audio.sample_rate,
+                "channels": 1,
+                "frames": audio.frames,
+                "duration_s": round(audio.duration_s, 3),
+                "audio_started_at": utc_iso(self._started) if audio.frames else None,
+                "preroll_s": round(self._preroll_s, 3) if audio.frames else 0.0,
+                "pcm_sha256": audio.pcm_sha256,
+                "trimmed": False,
+                "trim_map": [[0.0, round(audio.duration_s, 3)]] if audio.frames else [],
+                "dtmf": [d.to_json() for d in self._digits],
+                "overflows": 0,
+            },
+            ciphertext={"file": AUDIO_NAME, "size": audio.size, "sha256": audio.sha256},
+            firmware_version=firmware_version(),
+            extra={"answered_by": call.answered_by, "call_waiting_alerts": call.call_waiting},
+        )
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data`` and fsync it; RecordingError if the disk refuses."""
+    try:
+        with path.open("xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        msg = f"cannot write {path}: {exc.strerror}"
+        raise RecordingError(msg) from None
