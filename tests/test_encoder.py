@@ -110,3 +110,59 @@ def test_an_unfinished_recording_never_decrypts_as_complete(tmp_path: Path) -> N
     writer._file.flush()  # what is on disk when the process dies here
     with pytest.raises(age.AgeError):
         age.decrypt_bytes(path.read_bytes(), [age.parse_identity(IDENTITY)])
+
+
+@pytest.mark.parametrize("seconds", [0.5, 12.0])
+def test_wav_recordings_decrypt_to_exactly_the_samples_written(tmp_path: Path, seconds: float) -> None:
+    samples = noisy_tone(seconds, seed=3)
+    writer = EncryptedAudioWriter(tmp_path / "a.wav.age", recipients=RECIPIENTS, sample_rate=8000, codec="wav")
+    for i in range(0, len(samples), 160):
+        writer.write(samples[i : i + 160])
+    assert writer.close().codec == "wav"
+    decoded, rate = decode(tmp_path / "a.wav.age")
+    assert rate == 8000
+    assert np.array_equal(decoded, samples)
+
+
+def speech_like(seconds: float, rate: int) -> np.ndarray:  # type: ignore[type-arg]
+    """Noise shaped like syllables: something a speech codec has to work at."""
+    from firmware.line.speech import to_telephone_band  # noqa: PLC0415
+
+    rng = np.random.default_rng(4)
+    n = int(seconds * rate)
+    syllables = 0.6 + 0.4 * np.sin(2 * np.pi * 4.0 * np.arange(n) / rate)
+    return (to_telephone_band(rng.standard_normal(n), rate, rate) * 4000 * syllables).astype(np.int16)
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_opus_recordings_play_back_at_about_the_bit_rate_asked_for(tmp_path: Path, rate: int) -> None:
+    samples = speech_like(20.0, rate)
+    writer = EncryptedAudioWriter(
+        tmp_path / "a.opus.age", recipients=RECIPIENTS, sample_rate=rate, codec="opus", opus_kbps=16.0
+    )
+    for i in range(0, len(samples), rate // 50):
+        writer.write(samples[i : i + rate // 50])
+    info = writer.close()
+    plain = age.decrypt_bytes((tmp_path / "a.opus.age").read_bytes(), [age.parse_identity(IDENTITY)])
+    assert plain[:4] == b"OggS"
+    decoded, got_rate = sf.read(io.BytesIO(plain), dtype="int16")
+    assert got_rate == rate
+    assert abs(len(decoded) - len(samples)) <= rate // 10
+    kbps = len(plain) * 8 / 20.0 / 1000
+    assert 10.0 < kbps < 24.0, f"{kbps:.1f} kb/s"
+    # Lossy, but the same sound: the decoded signal follows the original closely.
+    n = min(len(decoded), len(samples))
+    best = max(
+        float(np.corrcoef(decoded[lag : n], samples[: n - lag])[0, 1]) for lag in range(0, rate // 100)
+    )
+    assert best > 0.8
+    assert info.codec == "opus"
+
+
+def test_an_unknown_codec_or_an_opus_rate_it_cannot_take_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RecordingError) as info:
+        EncryptedAudioWriter(tmp_path / "a", recipients=RECIPIENTS, sample_rate=8000, codec="mp3")
+    assert str(info.value) == "codec 'mp3' must be one of flac, opus, wav"
+    with pytest.raises(RecordingError) as info:
+        EncryptedAudioWriter(tmp_path / "b", recipients=RECIPIENTS, sample_rate=44100, codec="opus")
+    assert str(info.value) == "Opus cannot encode 44100 Hz audio; it takes 8000, 12000, 16000, 24000, 48000"

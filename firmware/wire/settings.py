@@ -92,7 +92,7 @@ class Table:
         """A number within ``[low, high]``."""
         value = self.get(key, float, default)
         if not low <= value <= high:
-            raise self.fail(key, value, f"a number from {low:g} to {high:g}")
+            raise self.fail(key, self._data.get(key, value), f"a number from {low:g} to {high:g}")  # as written
         return value
 
     def integer(self, key: str, default: int, low: int, high: int) -> int:
