@@ -152,9 +152,7 @@ def test_opus_recordings_play_back_at_about_the_bit_rate_asked_for(tmp_path: Pat
     assert 10.0 < kbps < 24.0, f"{kbps:.1f} kb/s"
     # Lossy, but the same sound: the decoded signal follows the original closely.
     n = min(len(decoded), len(samples))
-    best = max(
-        float(np.corrcoef(decoded[lag : n], samples[: n - lag])[0, 1]) for lag in range(0, rate // 100)
-    )
+    best = max(float(np.corrcoef(decoded[lag:n], samples[: n - lag])[0, 1]) for lag in range(0, rate // 100))
     assert best > 0.8
     assert info.codec == "opus"
 

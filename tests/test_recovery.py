@@ -79,7 +79,7 @@ def crash_mid_call(config: DeviceConfig, audio: np.ndarray) -> tuple[str, Spool]
     recorder.note(answered_call())
     for block in np.array_split(audio, max(1, len(audio) // 160)):
         recorder.write(block)
-    [rec_id] = os.listdir(spool.incoming)
+    [rec_id] = [p.name for p in spool.incoming.iterdir()]
     return rec_id, spool
 
 
@@ -311,7 +311,7 @@ def test_a_recorder_killed_ten_minutes_into_a_call_delivers_it_complete_to_withi
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
-    [rec_id] = os.listdir(tmp_path / "device" / "spool" / "incoming")
+    [rec_id] = [p.name for p in (tmp_path / "device" / "spool" / "incoming").iterdir()]
 
     ingest = Ingest(archive=archive, identities=[age.parse_identity(IDENTITY)], broker=mosquitto.settings)
     ingest.start()
@@ -337,7 +337,7 @@ def test_a_recorder_killed_ten_minutes_into_a_call_delivers_it_complete_to_withi
         "KILL TEST",
         True,
     )
-    assert os.listdir(tmp_path / "device" / "spool" / "outbox") == []
+    assert list((tmp_path / "device" / "spool" / "outbox").iterdir()) == []
     out = tmp_path / "recovered.wav"
     export(Path(row.path), out, [age.parse_identity(IDENTITY)])
     recovered, rate = sf.read(out, dtype="int16")
