@@ -94,12 +94,15 @@ _MIGRATIONS = (
         reason TEXT NOT NULL
     );
     """,
+    # 2: the untrimmed original kept beside a trimmed recording (audio.keep_original on the device).
+    "ALTER TABLE calls ADD COLUMN original_path TEXT;",
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _CALL_COLUMNS = (
     "id, device, line, started_at, answered_at, ended_at, duration_s, caller_number, caller_name,"
-    " caller_absent, answered, hangup_cause, ring_count, path, manifest_path, size, sha256, stored_at"
+    " caller_absent, answered, hangup_cause, ring_count, path, manifest_path, size, sha256, stored_at,"
+    " original_path"
 )
 _SELECT_CALLS = f"SELECT {_CALL_COLUMNS} FROM calls"  # noqa: S608  (fixed column list)
 # started_utc is the start time normalised to UTC, so that ordering by it is ordering by time.
@@ -129,6 +132,7 @@ class CallRow:
     size: int
     sha256: str
     stored_at: str
+    original_path: str | None = None  # absolute path of the untrimmed original, when the device kept one
 
     def to_json(self) -> dict[str, Any]:
         """The row as a JSON-ready object (one line of ``linerec-agent list``)."""
@@ -335,6 +339,8 @@ class Archive:
         values["answered"] = bool(values["answered"])
         values["path"] = str(self.root / values["path"])
         values["manifest_path"] = str(self.root / values["manifest_path"])
+        if values["original_path"] is not None:
+            values["original_path"] = str(self.root / values["original_path"])
         return CallRow(**values)
 
     def _day_dir(self, manifest: Manifest) -> tuple[Path, datetime]:
@@ -357,11 +363,14 @@ class Archive:
                 fsync_path(current)
                 fsync_path(parent)
 
-    def store(self, manifest: Manifest, manifest_doc_age: bytes, ciphertext: Path) -> CallRow:
+    def store(
+        self, manifest: Manifest, manifest_doc_age: bytes, ciphertext: Path, original: Path | None = None
+    ) -> CallRow:
         """Move a verified recording's ciphertext into the archive, write its manifest, index it.
 
-        ``ciphertext`` must be on the archive's filesystem (``incoming_dir`` is). Storing a
-        recording that is already archived returns its row and touches nothing.
+        ``ciphertext`` (and ``original``, the untrimmed copy when the device kept one) must be
+        on the archive's filesystem (``incoming_dir`` is). Storing a recording that is
+        already archived returns its row and touches nothing.
         """
         check_recording_id(manifest.recording_id)
         check_device_id(manifest.device_id)
@@ -371,7 +380,15 @@ class Archive:
             relative, started = self._day_dir(manifest)
             audio_rel = relative / (manifest.recording_id + audio_suffix(manifest))
             manifest_rel = relative / (manifest.recording_id + MANIFEST_SUFFIX)
-            self._place_files(relative, audio_rel, manifest_rel, manifest_doc_age, Path(ciphertext))
+            original_rel = relative / (manifest.recording_id + ".original" + audio_suffix(manifest))
+            if original is not None:
+                self._place_original(relative, original_rel, Path(original))
+            try:
+                self._place_files(relative, audio_rel, manifest_rel, manifest_doc_age, Path(ciphertext))
+            except ArchiveError:
+                if original is not None:
+                    self._unplace_original(original_rel, Path(original))
+                raise
             number, name, absent = _caller_fields(manifest.caller_id)
             row = (
                 manifest.recording_id,
@@ -392,12 +409,15 @@ class Archive:
                 manifest.ciphertext["size"],
                 manifest.ciphertext["sha256"],
                 _iso(self._clock()),
+                str(original_rel) if original is not None else None,
                 started.isoformat(timespec="milliseconds"),
             )
             try:
                 self._write(_INSERT_CALL, row)
             except ArchiveError:
                 self._unplace(audio_rel, manifest_rel, Path(ciphertext))
+                if original is not None:
+                    self._unplace_original(original_rel, Path(original))
                 raise
             log.info("stored recording %s at %s", manifest.recording_id, self.root / audio_rel)
             return self.get(manifest.recording_id)
@@ -427,6 +447,27 @@ class Archive:
             self._unplace(audio_rel, manifest_rel, ciphertext)
             msg = f"cannot store a recording at {exc.filename or step_path}: {exc.strerror or exc}"
             raise ArchiveError(msg) from None
+
+    def _place_original(self, relative: Path, original_rel: Path, original: Path) -> None:
+        """Rename the untrimmed original into place, fsynced; before the recording, so a row never lacks it."""
+        try:
+            self._make_dirs(relative)
+            fsync_path(original)
+            original.replace(self.root / original_rel)
+            fsync_path(self.root / relative)
+            fsync_path(original.parent)
+        except OSError as exc:
+            self._unplace_original(original_rel, original)
+            msg = f"cannot store a recording at {exc.filename or original_rel}: {exc.strerror or exc}"
+            raise ArchiveError(msg) from None
+
+    def _unplace_original(self, original_rel: Path, original: Path) -> None:
+        placed = self.root / original_rel
+        if placed.exists() and not original.exists():
+            try:
+                placed.replace(original)
+            except OSError:
+                log.exception("cannot move %s back to %s", placed, original)
 
     def _unplace(self, audio_rel: Path, manifest_rel: Path, ciphertext: Path) -> None:
         """Undo what ``_place_files`` did, as far as the disk lets us, so a retry can succeed."""

@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("recording_id")
     export.add_argument("out", type=Path, help="output file: .wav or .flac")
     export.add_argument("--identity", type=Path, help="age identity file (default: from the config)")
+    export.add_argument(
+        "--original", action="store_true", help="the untrimmed original, when the device kept one (keep_original)"
+    )
     return parser
 
 
@@ -173,7 +176,13 @@ def _export(cfg: config.AgentConfig, args: argparse.Namespace) -> int:
     if not row.answered or row.duration_s == 0:
         msg = f"call {row.id} was not answered, so it has no audio to export"
         raise AgentError(msg)
-    export(Path(row.path), args.out, identities)
+    source = row.path
+    if args.original:
+        if row.original_path is None:
+            msg = f"call {row.id} has no untrimmed original: its device did not keep one (audio.keep_original)"
+            raise AgentError(msg)
+        source = row.original_path
+    export(Path(source), args.out, identities)
     print(f"exported {row.id} to {args.out}")
     return 0
 

@@ -31,6 +31,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.archive import Archive, fsync_path
 from agent.errors import AgentError
+from agent.parts import PartsError, check_parts, split_original
 from agent.recovered import with_recovered_facts
 from firmware.wire import topics
 from firmware.wire.age import decrypt_bytes
@@ -282,6 +283,10 @@ class Ingest:
         size = manifest.ciphertext["size"]
         if not 0 <= size <= MAX_TRANSFER:
             raise _Refused(f"manifest is malformed: ciphertext size {size} is outside 0..{MAX_TRANSFER}")
+        try:
+            check_parts(manifest.ciphertext)
+        except PartsError as exc:
+            raise _Refused(f"manifest is malformed: {exc}") from None
         return with_recovered_facts(manifest, self._identities)
 
     # --- transfer state on disk --------------------------------------------------
@@ -389,12 +394,29 @@ class Ingest:
             )
             self._discard_data(transfer)
             return self._ack(where, AckStatus.MISSING)
-        self._archive.store(transfer.manifest, transfer.manifest_doc, transfer.part)
+        original = None
+        if "parts" in transfer.manifest.ciphertext:
+            try:
+                original = self._split_original(transfer)
+            except _Refused as exc:
+                self._discard_data(transfer)
+                return self._reject(where, str(exc))
+        self._archive.store(transfer.manifest, transfer.manifest_doc, transfer.part, original)
         self._forget(transfer)
         with self._stored:
             self._stored_count += 1
             self._stored.notify_all()
         return self._ack(where, AckStatus.STORED)
+
+    def _split_original(self, transfer: _Transfer) -> Path:
+        """Cut the untrimmed original off the end of the received bytes into a file of its own."""
+        assert transfer.manifest is not None
+        target = transfer.directory / "original.part"
+        try:
+            split_original(transfer.part, transfer.manifest.ciphertext["parts"], target)
+        except PartsError as exc:
+            raise _Refused(str(exc)) from None
+        return target
 
     def _hash_part(self, transfer: _Transfer, size: int) -> str:
         """SHA-256 of the reassembled file, cut to ``size`` (bytes beyond it are not the recording)."""

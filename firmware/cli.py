@@ -39,6 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     decode.add_argument("--country", default="US", help="tone plan for `tones` (US, GB, DE, FR, NL, AU...)")
     decode.add_argument("--json", action="store_true", help="one JSON object per line")
 
+    trim = sub.add_parser("trim", help="cut the long silences out of a recording, keeping all of its speech")
+    trim.add_argument("input", type=Path, help="WAV, FLAC or Ogg audio")
+    trim.add_argument("output", type=Path, help="the trimmed audio: .wav, .flac, or .opus/.ogg (Ogg Opus)")
+    trim.add_argument("--json", action="store_true", help="print the trim map as one JSON object")
+    # Numbers are checked by firmware.trim, so a bad one is one sentence like every other trim error.
+    trim.add_argument("--aggressiveness", metavar="N", help="webrtcvad aggressiveness, 0 to 3 (default 2)")
+    trim.add_argument("--frame-ms", metavar="N", help="VAD frame, 10, 20 or 30 ms (default 30)")
+    trim.add_argument("--pad-before-ms", metavar="N", help="silence kept before speech (default 300)")
+    trim.add_argument("--pad-after-ms", metavar="N", help="silence kept after speech (default 500)")
+    trim.add_argument("--min-silence-ms", metavar="N", help="shorter silences are kept whole (default 2000)")
+    trim.add_argument(
+        "--clean", action=argparse.BooleanOptionalAction, default=True, help="remove DC and mains hum first"
+    )
+
     selftest = sub.add_parser("selftest", help="check the line, sound card, broker, keys and spool")
     selftest.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
 
@@ -66,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             return _selftest(args.config)
         if args.command == "decode":
             return _decode(args)
+        if args.command == "trim":
+            return _trim(args)
         return _run(args.config)
     except LinerecError as exc:
         print(f"linerec: error: {exc}", file=sys.stderr)
@@ -93,6 +109,21 @@ def _decode(args: argparse.Namespace) -> int:
 
     found = decode.decode(args.kind, args.file, standard=args.standard, country=args.country.upper())
     decode.print_findings(found, sys.stdout, as_json=args.json)
+    return 0
+
+
+def _trim(args: argparse.Namespace) -> int:
+    from firmware import trim  # noqa: PLC0415
+
+    names = ("aggressiveness", "frame_ms", "pad_before_ms", "pad_after_ms", "min_silence_ms")
+    try:
+        settings = trim.settings_from_options({name: getattr(args, name) for name in names})
+        report = trim.trim_file(args.input, args.output, settings, clean=args.clean)
+    except LinerecError as exc:
+        # Bad input to `trim` is a usage error: the status argparse gives for one.
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 2
+    trim.print_report(report, sys.stdout, as_json=args.json)
     return 0
 
 

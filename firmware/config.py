@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from firmware.line.cadence import cadence_for_country
 from firmware.wire import age
@@ -25,6 +25,7 @@ DEFAULT_PATH = Path("/etc/linerec/device.toml")
 LINES = ("gpio", "modem", "sim")
 CODECS = ("flac", "opus", "wav")
 SAMPLE_RATES = (8000, 16000)
+Mains = Literal[50, 60, "auto"] | None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -57,8 +58,24 @@ class AudioSettings:
     opus_kbps: float = 16.0
     # Audio kept from before the off-hook edge, so that the first word is recorded.
     preroll_s: float = 1.0
-    # How often the call journal reaches the disk; a crash loses at most this plus 0.5 s.
+    # How often the call journal reaches the disk; a crash loses at most this much.
     checkpoint_s: float = 1.0
+    # Cleaning: high-pass and mains hum notches (50, 60, "auto" or None).
+    clean: bool = True
+    highpass_hz: float = 120.0
+    mains: Mains = "auto"
+    # VAD trimming: speech with padding; silences longer than min_silence_ms are compressed.
+    trim: bool = True
+    vad_aggressiveness: int = 2
+    vad_frame_ms: int = 30
+    pad_before_ms: int = 300
+    pad_after_ms: int = 500
+    min_silence_ms: int = 2000
+    # Also keep the recording untrimmed and unfiltered, as captured (evidence grade).
+    keep_original: bool = False
+    noise_reduction: bool = False
+    normalise: bool = False
+    normalise_lufs: float = -20.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -218,9 +235,37 @@ def _audio(t: Table) -> AudioSettings:
         opus_kbps=t.number("opus_kbps", 16.0, 6.0, 64.0),
         preroll_s=t.number("preroll_s", 1.0, 0.0, 5.0),
         checkpoint_s=t.number("checkpoint_s", 1.0, 0.1, 1.5),
+        clean=t.get("clean", bool, True),
+        highpass_hz=t.number("highpass_hz", 120.0, 20.0, 0.05 * rate),
+        mains=_mains(t),
+        trim=t.get("trim", bool, True),
+        vad_aggressiveness=t.integer("vad_aggressiveness", 2, 0, 3),
+        vad_frame_ms=_one_of_ints(t, "vad_frame_ms", (10, 20, 30), 30),
+        pad_before_ms=t.integer("pad_before_ms", 300, 0, 5000),
+        pad_after_ms=t.integer("pad_after_ms", 500, 0, 5000),
+        min_silence_ms=t.integer("min_silence_ms", 2000, 0, 60000),
+        keep_original=t.get("keep_original", bool, False),
+        noise_reduction=t.get("noise_reduction", bool, False),
+        normalise=t.get("normalise", bool, False),
+        normalise_lufs=t.number("normalise_lufs", -20.0, -60.0, -6.0),
     )
     t.done()
     return result
+
+
+def _mains(t: Table) -> Mains:
+    value = t.get("mains_hz", object, "auto")
+    choices: dict[object, Mains] = {50: 50, 60: 60, "auto": "auto", "off": None}
+    if isinstance(value, bool) or not isinstance(value, int | str) or value not in choices:  # True == 1 is no Hz
+        raise t.fail("mains_hz", value, '50, 60, "auto" or "off"')
+    return choices[value]
+
+
+def _one_of_ints(t: Table, key: str, allowed: tuple[int, ...], default: int) -> int:
+    value = t.get(key, int, default)
+    if value not in allowed:
+        raise t.fail(key, value, ", ".join(map(str, allowed[:-1])) + f" or {allowed[-1]}")
+    return value
 
 
 def _archive(t: Table) -> ArchiveSettings:

@@ -1,14 +1,21 @@
 """Writes one call into the spool: encrypted audio, its journal, then the signed manifest.
 
 The audio of a call starts with the pre-roll the service kept from before the
-off-hook edge, so that the first word is there. Everything written goes both to
-the main file (one age stream, finished at the end of the call) and to the call
-journal (:mod:`firmware.journal`), which a crash leaves behind for
-:mod:`firmware.recovery` to deliver.
+off-hook edge, so that the first word is there. The captured audio goes
+
+* through :class:`~firmware.processing.AudioChain` (cleaned, trimmed) into the
+  main file, ``audio.age``: one age stream, finished at the end of the call;
+* as captured into ``original.age`` when the owner keeps the untrimmed original;
+* as captured into the call journal (:mod:`firmware.journal`), which a crash
+  leaves behind for :mod:`firmware.recovery` to deliver.
+
+DTMF is detected on the captured audio, so its times are in the original's time,
+like the trim map.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Callable
@@ -25,7 +32,8 @@ from firmware.dsp.dtmf import DtmfDetector, DtmfDigit
 from firmware.encoder import EncodedAudio, EncryptedAudioWriter
 from firmware.errors import RecordingError
 from firmware.journal import CallJournal
-from firmware.spool import AUDIO_NAME, MANIFEST_NAME, Spool
+from firmware.processing import AudioChain
+from firmware.spool import AUDIO_NAME, MANIFEST_NAME, ORIGINAL_NAME, Spool
 from firmware.wire import age
 from firmware.wire.manifest import Manifest, firmware_version, new_recording_id, sign_manifest, utc_iso
 
@@ -52,7 +60,13 @@ class CallRecorder:
         self._rec_id: str | None = None
         self._started: float = 0.0
         self._writer: EncryptedAudioWriter | None = None
+        self._original: EncryptedAudioWriter | None = None
         self._journal: CallJournal | None = None
+        self._chain = AudioChain(config.audio, sample_rate)
+        self._captured_frames = 0
+        self._batch: list[NDArray[np.int16]] = []
+        self._batched = 0
+        self._batch_frames = sample_rate // 2
         self._preroll_s = 0.0
         # Keys pressed during the call, in seconds from the start of the recording.
         self._dtmf = DtmfDetector(sample_rate)
@@ -73,18 +87,17 @@ class CallRecorder:
 
     def _open(self, t: float) -> EncryptedAudioWriter:
         self._dtmf.reset()
+        self._chain.reset()
         self._digits = []
+        self._captured_frames = 0
+        self._batch.clear()
+        self._batched = 0
         self._started = t
         self._rec_id = new_recording_id(t)
         folder = self._spool.begin(self._rec_id)
         audio = self._config.audio
-        self._writer = EncryptedAudioWriter(
-            folder / AUDIO_NAME,
-            recipients=self._config.archive.recipients,
-            sample_rate=self._rate,
-            codec=audio.codec,
-            opus_kbps=audio.opus_kbps,
-        )
+        self._writer = self._audio_file(folder / AUDIO_NAME)
+        self._original = self._audio_file(folder / ORIGINAL_NAME) if audio.keep_original else None
         self._journal = CallJournal(
             folder,
             recipients=self._config.archive.recipients,
@@ -93,13 +106,41 @@ class CallRecorder:
         )
         return self._writer
 
+    def _audio_file(self, path: Path) -> EncryptedAudioWriter:
+        audio = self._config.audio
+        return EncryptedAudioWriter(
+            path,
+            recipients=self._config.archive.recipients,
+            sample_rate=self._rate,
+            codec=audio.codec,
+            opus_kbps=audio.opus_kbps,
+        )
+
     def write(self, block: NDArray[np.int16]) -> None:
         """Append captured audio to the open recording."""
         if self._writer is None or self._journal is None:
             return
-        self._writer.write(block)
+        self._captured_frames += len(block)
         self._journal.write(block)
-        found = self._dtmf.feed(block)
+        # The rest works on half a second at a time: per-call costs of the filters, the VAD
+        # and the encoders are paid 25 times less often than per 20 ms block.
+        self._batch.append(np.array(block, dtype=np.int16))
+        self._batched += len(block)
+        if self._batched >= self._batch_frames:
+            self._process_batch()
+
+    def _process_batch(self) -> None:
+        if not self._batch or self._writer is None:
+            return
+        audio = np.concatenate(self._batch)
+        self._batch.clear()
+        self._batched = 0
+        if self._original is not None:
+            self._original.write(audio)
+        processed = self._chain.process(audio)
+        if len(processed):
+            self._writer.write(processed)
+        found = self._dtmf.feed(audio)
         if found:
             self._digits += found
 
@@ -112,14 +153,19 @@ class CallRecorder:
         """Close the call's audio (an unanswered call gets an empty one), sign, encrypt and seal."""
         started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
         writer = self._writer or self._open(started if started is not None else 0.0)
-        journal = self._journal
+        self._process_batch()
+        journal, original_writer = self._journal, self._original
         rec_id = self._rec_id
         assert rec_id is not None and journal is not None
-        self._writer = self._journal = None
+        self._writer = self._journal = self._original = None
         self._rec_id = None
+        tail = self._chain.flush()
+        if len(tail):
+            writer.write(tail)
         audio = writer.close()
+        original = original_writer.close() if original_writer is not None else None
         self._digits += self._dtmf.flush()
-        manifest = self._manifest(rec_id, call, audio)
+        manifest = self._manifest(rec_id, call, audio, original)
         doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
         write_durably(audio.path.parent / MANIFEST_NAME, doc)
         # The main file and the manifest are on disk: the journal has done its job.
@@ -139,9 +185,10 @@ class CallRecorder:
             "extra": {"answered_by": call.answered_by, "call_waiting_alerts": call.call_waiting},
         }
 
-    def _manifest(self, rec_id: str, call: Call, audio: EncodedAudio) -> Manifest:
+    def _manifest(self, rec_id: str, call: Call, audio: EncodedAudio, original: EncodedAudio | None) -> Manifest:
         started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
         caller = call.caller_id.to_json() if call.caller_id is not None else None
+        captured_s = self._captured_frames / self._rate
         return Manifest(
             recording_id=rec_id,
             device_id=self._config.device.id,
@@ -159,20 +206,44 @@ class CallRecorder:
                 "container": "age",
                 "sample_rate": audio.sample_rate,
                 "channels": 1,
+                # The call as captured (pre-roll included), and the recording after trimming.
+                "duration_s": round(captured_s, 3),
                 "frames": audio.frames,
-                "duration_s": round(audio.duration_s, 3),
-                "audio_started_at": utc_iso(self._started) if audio.frames else None,
-                "preroll_s": round(self._preroll_s, 3) if audio.frames else 0.0,
+                "trimmed_duration_s": round(audio.duration_s, 3),
+                "audio_started_at": utc_iso(self._started) if self._captured_frames else None,
+                "preroll_s": round(self._preroll_s, 3) if self._captured_frames else 0.0,
                 "pcm_sha256": audio.pcm_sha256,
-                "trimmed": False,
-                "trim_map": [[0.0, round(audio.duration_s, 3)]] if audio.frames else [],
+                **self._chain.facts(),
+                "original": (
+                    {"frames": original.frames, "pcm_sha256": original.pcm_sha256} if original is not None else None
+                ),
                 "dtmf": [d.to_json() for d in self._digits],
                 "overflows": 0,
             },
-            ciphertext={"file": AUDIO_NAME, "size": audio.size, "sha256": audio.sha256},
+            ciphertext=_ciphertext(audio, original),
             firmware_version=firmware_version(),
             extra={"answered_by": call.answered_by, "call_waiting_alerts": call.call_waiting},
         )
+
+
+def _ciphertext(audio: EncodedAudio, original: EncodedAudio | None) -> dict[str, Any]:
+    """What goes on the wire: one file, or the recording then the original, sent as one stream."""
+    if original is None:
+        return {"file": AUDIO_NAME, "size": audio.size, "sha256": audio.sha256}
+    whole = hashlib.sha256()
+    for part in (audio.path, original.path):
+        with part.open("rb") as f:
+            while piece := f.read(1 << 16):
+                whole.update(piece)
+    return {
+        "file": AUDIO_NAME,
+        "size": audio.size + original.size,
+        "sha256": whole.hexdigest(),
+        "parts": [
+            {"role": "recording", "file": AUDIO_NAME, "size": audio.size, "sha256": audio.sha256},
+            {"role": "original", "file": ORIGINAL_NAME, "size": original.size, "sha256": original.sha256},
+        ],
+    }
 
 
 def write_durably(path: Path, data: bytes) -> None:

@@ -30,6 +30,7 @@ log = logging.getLogger("linerec.spool")
 MANIFEST_NAME = "manifest.age"
 AUDIO_NAME = "audio.age"  # one age file: the codec is in the manifest
 SEGMENTS_NAME = "audio.segments"  # a segment log (firmware.wire.segments): a recovered call
+ORIGINAL_NAME = "original.age"  # the untrimmed recording, when the owner keeps it (audio.keep_original)
 REASON_NAME = "reason.txt"
 DIR_MODE = 0o700
 
@@ -63,16 +64,60 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
 
 @dataclass(frozen=True)
 class SpooledRecording:
-    """A sealed recording in the outbox: its id and its two files."""
+    """A sealed recording in the outbox: its id, its manifest and its audio file(s)."""
 
     rec_id: str
     manifest: Path
     audio: Path
+    original: Path | None = None  # the untrimmed copy, sent after ``audio`` as one stream
+
+    @property
+    def parts(self) -> tuple[Path, ...]:
+        """The audio files in the order they go on the wire."""
+        return (self.audio,) if self.original is None else (self.audio, self.original)
 
     @property
     def size(self) -> int:
-        """Size of the audio ciphertext in bytes."""
-        return self.audio.stat().st_size
+        """Bytes of ciphertext to deliver (all parts)."""
+        return sum(part.stat().st_size for part in self.parts)
+
+    def open(self) -> ConcatReader:
+        """A reader over the parts as one stream of bytes, as the uplink sends them."""
+        return ConcatReader(self.parts)
+
+
+class ConcatReader:
+    """Reads several files as one: ``seek`` and ``read`` across their joins."""
+
+    def __init__(self, paths: tuple[Path, ...]) -> None:
+        self._files = [path.open("rb") for path in paths]
+        self._sizes = [os.fstat(f.fileno()).st_size for f in self._files]
+        self._pos = 0
+
+    def seek(self, pos: int) -> None:
+        self._pos = pos
+
+    def read(self, size: int) -> bytes:
+        out = bytearray()
+        start = 0
+        for f, length in zip(self._files, self._sizes, strict=True):
+            if len(out) < size and start <= self._pos < start + length:
+                f.seek(self._pos - start)
+                piece = f.read(min(size - len(out), start + length - self._pos))
+                out += piece
+                self._pos += len(piece)
+            start += length
+        return bytes(out)
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+
+    def __enter__(self) -> ConcatReader:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 class Spool:
@@ -134,8 +179,9 @@ class Spool:
         step = src / MANIFEST_NAME
         try:
             _fsync_path(src / MANIFEST_NAME)
-            step = audio
-            _fsync_path(audio)
+            for step in (audio, src / ORIGINAL_NAME):
+                if step.exists():
+                    _fsync_path(step)
             step = src
             _fsync_path(src, directory=True)
             src.rename(dst)
@@ -152,7 +198,8 @@ class Spool:
 
     def _recording(self, rec_id: str) -> SpooledRecording:
         path = self.outbox / rec_id
-        return SpooledRecording(rec_id, path / MANIFEST_NAME, _audio_in(path))
+        original = path / ORIGINAL_NAME
+        return SpooledRecording(rec_id, path / MANIFEST_NAME, _audio_in(path), original if original.is_file() else None)
 
     def pending(self) -> list[SpooledRecording]:
         """Sealed recordings waiting for delivery, oldest first (ids sort by time)."""

@@ -472,7 +472,7 @@ class Uplink:
         else:
             log.info("resuming recording %s: asking the agent what it lacks", rec.rec_id)
             if rec.rec_id not in self._fins:  # the first attempt broke off mid-file: hash it now
-                with rec.audio.open("rb") as fh:
+                with rec.open() as fh:
                     while data := fh.read(self._chunk_size):
                         tally.add(data)
         fin = self._fins.setdefault(rec.rec_id, Fin(tally.size, tally.sha.hexdigest()))
@@ -509,7 +509,7 @@ class Uplink:
     ) -> Iterator[tuple[str, bytes]]:
         """Chunk messages read one at a time: the whole file (``indexes`` None) or the chunks listed."""
         cs = self._chunk_size
-        with rec.audio.open("rb") as fh:
+        with rec.open() as fh:
             for index in itertools.count() if indexes is None else indexes:
                 fh.seek(index * cs)
                 data = fh.read(cs)

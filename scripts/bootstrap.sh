@@ -10,6 +10,7 @@ PACKAGES=(
   mosquitto mosquitto-clients   # the broker the tests and a real install use
   age                           # the stock age tool, for interop and for decrypting by hand
   libportaudio2 libasound2-plugins  # PortAudio for sounddevice; ALSA file plugin for tests
+  pulseaudio pulseaudio-utils   # a FIFO-paced, real-time audio source for the capture tests
   sox espeak-ng                 # audio peer and the demo's voices
   minimodem multimon-ng         # caller ID / DTMF peers
   flac                          # the reference FLAC decoder

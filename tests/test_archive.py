@@ -338,3 +338,41 @@ def test_store_whose_index_write_fails_puts_the_ciphertext_back(
     assert list((archive.root / DEVICE / "2024" / "03" / "05").iterdir()) == []
     assert not archive.has(REC_ID)
     assert archive.store(make_manifest(), b"doc", source).size == len(b"age ciphertext stand-in")
+
+
+def test_an_untrimmed_original_is_filed_beside_the_recording_and_named_by_its_codec(archive: Archive) -> None:
+    data, original = os.urandom(1000), os.urandom(3000)
+    manifest = make_manifest(ciphertext=data + original)
+    manifest.audio["codec"] = "opus"
+    row = archive.store(manifest, b"m", incoming(archive, data), incoming(archive, original, "original.part"))
+    day = archive.root / DEVICE / "2024" / "03" / "05"
+    assert row.path == str(day / f"{REC_ID}.opus.age")
+    assert row.original_path == str(day / f"{REC_ID}.original.opus.age")
+    assert Path(row.original_path).read_bytes() == original
+    assert archive.get(REC_ID).original_path == row.original_path
+
+
+def test_a_recording_recovered_from_a_device_journal_is_filed_as_a_segment_log(archive: Archive) -> None:
+    manifest = make_manifest()
+    manifest.audio["container"] = "segments"
+    row = archive.store(manifest, b"m", incoming(archive, b"age ciphertext stand-in"))
+    assert row.path.endswith(f"{REC_ID}.flac.segments")
+    assert row.original_path is None
+
+
+def test_an_index_from_the_first_schema_gains_the_original_column_and_keeps_its_rows(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    root.mkdir()
+    db = sqlite3.connect(root / "index.sqlite")
+    db.executescript(agent.archive._MIGRATIONS[0])
+    db.execute("INSERT INTO devices VALUES ('pi-hall', 'k', '2024-01-01', NULL, NULL)")
+    db.execute(
+        "INSERT INTO calls VALUES ('20240305T233000123Z-0a1b2c3d', 'pi-hall', 'line1', 's', 's', NULL, 'e', 1.0,"
+        " NULL, NULL, NULL, 1, 'remote', 1, 'p.flac.age', 'p.manifest.age', 1, 'h', 'now')"
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with Archive(root) as archive:
+        row = archive.get(REC_ID)
+    assert (row.path, row.original_path) == (str(root / "p.flac.age"), None)

@@ -1,11 +1,14 @@
 """A simulated call travels the whole way: line, recorder, spool, MQTT (real mosquitto), agent, archive.
 
-The archived ciphertext must open with the stock ``age`` tool to a FLAC whose
-samples are exactly the ones captured from the line.
+The archived ciphertext must open with the stock ``age`` tool. The untrimmed
+original (``audio.keep_original``) holds exactly the samples captured from the
+line; the recording holds the trimmed, cleaned audio of the segments its trim
+map names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import shutil
@@ -22,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.archive import Archive
 from agent.cli import main as agent_main
 from agent.ingest import Ingest
-from firmware.config import ArchiveSettings, DeviceConfig, DeviceSettings, UplinkSettings
+from firmware.config import ArchiveSettings, AudioSettings, DeviceConfig, DeviceSettings, UplinkSettings
 from firmware.line.base import LineBackend, LineBlock, OffHook
 from firmware.line.sim import ScriptedCall, SimLine
 from firmware.service import DeviceService
@@ -92,6 +95,7 @@ def s(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[Setup]:
         archive=ArchiveSettings(recipients=(age.recipient_of(identity),)),
         mqtt=mosquitto.settings,
         uplink=UplinkSettings(ack_timeout_s=5.0),
+        audio=AudioSettings(keep_original=True),
     )
     key = load_or_create_signing_key(config.device.signing_key_path)
     with Archive(tmp_path / "archive") as archive:
@@ -137,22 +141,35 @@ def test_simulated_call_lands_in_archive_and_decrypts_with_age_cli_to_the_captur
     )
     assert row.ring_count == 2
     assert Path(row.path).name.endswith(".flac.age")
-
-    plain = age_decrypt(s.identity_file, Path(row.path))
-    samples, rate = sf.read(io.BytesIO(plain), dtype="int16")
-    assert rate == 8000
-    assert len(samples) == round(row.duration_s * 8000)
-    assert len(samples) > 5 * 8000, "a scripted conversation lasts several seconds"
-    # The recording starts with the second of line audio before the answer (the pre-roll).
-    assert np.array_equal(samples, tap.captured_from_answer(len(samples), preroll=8000))
+    assert row.original_path is not None
+    assert Path(row.original_path).name == f"{row.id}.original.flac.age"
 
     doc = age_decrypt(s.identity_file, Path(row.manifest_path))
     manifest = verify_manifest(doc, s.key.public_key())
-    assert manifest.audio["preroll_s"] == 1.0
     assert manifest.recording_id == row.id
     assert manifest.ciphertext["sha256"] == row.sha256
     assert manifest.caller_id is not None
     assert manifest.caller_id["standard"] == "bell202-mdmf"
+    assert manifest.audio["preroll_s"] == 1.0
+    assert [p["role"] for p in manifest.ciphertext["parts"]] == ["recording", "original"]
+
+    # The original: every sample captured, from the second before the answer (the pre-roll).
+    original, rate = sf.read(io.BytesIO(age_decrypt(s.identity_file, Path(row.original_path))), dtype="int16")
+    assert rate == 8000
+    assert len(original) == round(manifest.audio["duration_s"] * 8000) == round(row.duration_s * 8000)
+    assert len(original) > 5 * 8000, "a scripted conversation lasts several seconds"
+    assert np.array_equal(original, tap.captured_from_answer(len(original), preroll=8000))
+    assert hashlib.sha256(original.astype("<i2").tobytes()).hexdigest() == manifest.audio["original"]["pcm_sha256"]
+
+    # The recording: the trim map's segments of the original, cleaned.
+    trimmed, _ = sf.read(io.BytesIO(age_decrypt(s.identity_file, Path(row.path))), dtype="int16")
+    kept = sum(round(b * 8000) - round(a * 8000) for a, b in manifest.audio["trim_map"])
+    assert manifest.audio["trimmed"] is True
+    assert abs(len(trimmed) - kept) <= len(manifest.audio["trim_map"])
+    assert len(trimmed) == manifest.audio["frames"]
+    assert manifest.audio["speech"], "the VAD heard the conversation"
+    for start, end in manifest.audio["speech"]:
+        assert any(a <= start and end <= b for a, b in manifest.audio["trim_map"])
 
 
 def test_withheld_and_unanswered_calls_are_archived_with_what_is_known(s: Setup) -> None:
@@ -194,10 +211,13 @@ def test_agent_cli_lists_and_exports_the_archived_call(
     )
 
     out = s.tmp / "call.wav"
-    assert agent_main(["--config", str(conf), "export", recorded[0], str(out)]) == 0
+    assert agent_main(["--config", str(conf), "export", "--original", recorded[0], str(out)]) == 0
     samples, rate = sf.read(out, dtype="int16")
     assert rate == 8000
     assert np.array_equal(samples, tap.captured_from_answer(len(samples), preroll=8000))
+    trimmed = s.tmp / "trimmed.flac"
+    assert agent_main(["--config", str(conf), "export", recorded[0], str(trimmed)]) == 0
+    assert 0 < sf.info(str(trimmed)).frames <= len(samples)
 
 
 def test_export_with_the_wrong_identity_is_one_clear_error(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import random
 import subprocess
 from collections.abc import Callable, Iterator
@@ -247,3 +248,24 @@ def test_no_inodes_left_on_begin_is_a_clear_error_and_sealed_ones_still_deliver(
     assert not failed.exists()
     spool.remove_delivered(IDS[0], stored(IDS[0]))
     assert spool.pending() == []
+
+
+def test_a_recording_with_its_original_is_read_as_one_stream_across_the_join(tmp_path: Path) -> None:
+    from firmware.spool import ORIGINAL_NAME  # noqa: PLC0415
+
+    spool = Spool(tmp_path)
+    folder = spool.begin(IDS[0])
+    audio, original = os.urandom(1000), os.urandom(2500)
+    (folder / MANIFEST_NAME).write_bytes(b"manifest")
+    (folder / AUDIO_NAME).write_bytes(audio)
+    (folder / ORIGINAL_NAME).write_bytes(original)
+    rec = spool.seal(IDS[0])
+    assert rec.size == 3500
+    with rec.open() as stream:
+        pieces = []
+        for start in range(0, 3500, 300):  # chunks that straddle the join
+            stream.seek(start)
+            pieces.append(stream.read(300))
+        stream.seek(3500)
+        assert stream.read(300) == b""
+    assert b"".join(pieces) == audio + original
