@@ -17,6 +17,7 @@ bench: bootstrap
 	$(PY) bench/envelope.py
 	$(PY) bench/line.py
 	$(PY) bench/dsp.py
+	$(PY) bench/pipeline.py
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

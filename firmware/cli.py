@@ -168,17 +168,22 @@ def _run(path: Path) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     line = open_backend(cfg)
+    services: list[DeviceService] = []  # the status reads the service made after the uplink
     uplink = Uplink(
         device_id=cfg.device.id,
         spool=spool,
         broker=cfg.mqtt,
         chunk_size=cfg.uplink.chunk_size,
         ack_timeout_s=cfg.uplink.ack_timeout_s,
+        status_facts=lambda: services[0].status_facts() if services else {},
     )
     uplink.start()
     try:
         with line:
-            DeviceService.on_line(config=cfg, backend=line, spool=spool, signing_key=key, uplink=uplink).run(stop)
+            services.append(
+                DeviceService.on_line(config=cfg, backend=line, spool=spool, signing_key=key, uplink=uplink)
+            )
+            services[0].run(stop)
         if cfg.device.line == "sim":
             log.info("simulated line finished; delivering what is left in the spool")
             while not stop.is_set() and not uplink.wait_delivered(1.0):

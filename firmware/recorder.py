@@ -149,7 +149,7 @@ class CallRecorder:
         if self._journal is not None:
             self._journal.note_facts(self._facts(call))
 
-    def finish(self, call: Call) -> str:
+    def finish(self, call: Call, *, overflows: int = 0) -> str:
         """Close the call's audio (an unanswered call gets an empty one), sign, encrypt and seal."""
         started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
         writer = self._writer or self._open(started if started is not None else 0.0)
@@ -166,6 +166,7 @@ class CallRecorder:
         original = original_writer.close() if original_writer is not None else None
         self._digits += self._dtmf.flush()
         manifest = self._manifest(rec_id, call, audio, original)
+        manifest.audio["overflows"] = overflows
         doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
         write_durably(audio.path.parent / MANIFEST_NAME, doc)
         # The main file and the manifest are on disk: the journal has done its job.
@@ -218,6 +219,7 @@ class CallRecorder:
                     {"frames": original.frames, "pcm_sha256": original.pcm_sha256} if original is not None else None
                 ),
                 "dtmf": [d.to_json() for d in self._digits],
+                # Blocks of 20 ms the capture lost (the recording has a gap of that much).
                 "overflows": 0,
             },
             ciphertext=_ciphertext(audio, original),

@@ -95,23 +95,28 @@ def _probe_modem(config: DeviceConfig) -> str:
 
 
 def check_sound(config: DeviceConfig) -> Check:
-    """The sound card exists and records mono 16-bit at the configured rate."""
+    """The sound card exists and delivers mono audio at the line's rate (resampled if it must be)."""
     name = "sound device"
     if config.device.line != "gpio":
         return Check(name, None, f"audio comes from the {config.device.line} line")
     device = config.gpio.audio_device
     rate = config.audio.sample_rate
     try:
-        import sounddevice as sd  # noqa: PLC0415
+        from firmware.capture import SoundCard  # noqa: PLC0415
 
         wanted: Any = int(device) if device is not None and device.isdigit() else device
-        sd.check_input_settings(device=wanted, samplerate=rate, channels=1, dtype="int16")
-        info = sd.query_devices(wanted, "input")
+        card = SoundCard(device=wanted, sample_rate=rate, block_frames=rate // 50)
+        try:
+            card.start()
+            card.read(rate // 50)
+        finally:
+            card.close()
     except (ImportError, OSError) as exc:
         return Check(name, False, f"PortAudio is not available ({exc}); install libportaudio2")
-    except (ValueError, sd.PortAudioError) as exc:
-        return Check(name, False, f"{device or 'the default input'} cannot record at {rate} Hz: {exc}")
-    return Check(name, True, f"{info['name']} records mono at {rate} Hz")
+    except LinerecError as exc:
+        return Check(name, False, str(exc))
+    via = f", resampled from the card's {card.card_rate} Hz" if card.card_rate != rate else ""
+    return Check(name, True, f"{device or 'the default device'} records and plays mono at {rate} Hz{via}")
 
 
 def check_broker(config: DeviceConfig, timeout_s: float = 5.0) -> Check:

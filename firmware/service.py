@@ -128,6 +128,7 @@ class DeviceService:
         )
         self._preroll = PreRoll(round(config.audio.preroll_s * backend.sample_rate))
         self._audio_at = 0.0
+        self.overflows = 0  # audio blocks lost since the service started
         self.recorded: list[str] = []
         self.call: Call = calls.IDLE
 
@@ -201,6 +202,7 @@ class DeviceService:
     def _act(self, actions: tuple[calls.Action, ...]) -> None:
         for action in actions:
             if isinstance(action, StartRecording):
+                self._take_overflows()  # what was lost before the call is not the call's
                 self._recorder.start(self._audio_at, self._preroll.take())
                 self._recorder.note(self.call)
                 if self._tones is not None:
@@ -212,8 +214,20 @@ class DeviceService:
             elif isinstance(action, ReleaseLine):
                 self._backend.set_hook(False)
             elif isinstance(action, CallEnded):
-                self._recorder.finish(action.call)
+                lost = self._take_overflows() if self._recorder.active else 0
+                if lost:
+                    log.warning("line %s: %d audio blocks lost in the call", self._config.device.line_name, lost)
+                self._recorder.finish(action.call, overflows=lost)
                 self._event("ended" if action.call.answered else "missed", action.call)
+
+    def _take_overflows(self) -> int:
+        lost = self._backend.take_overflows()
+        self.overflows += lost
+        return lost
+
+    def status_facts(self) -> dict[str, object]:
+        """What the status topic says about the line: the call state and audio lost so far."""
+        return {"line_state": self.call.state.value, "audio_overflows": self.overflows}
 
     def _announce(self, before: Call, after: Call, event: object) -> None:
         if isinstance(event, RingStart) and after.state is CallState.RINGING:

@@ -9,6 +9,7 @@ import pytest
 
 from firmware.config import ArchiveSettings, CallSettings, DeviceConfig, DeviceSettings
 from firmware.line.base import ToneDetected
+from firmware.line.script import scenario
 from firmware.line.sim import SimLine
 from firmware.service import DeviceService
 from firmware.spool import Spool
@@ -226,3 +227,30 @@ def test_keys_pressed_during_a_call_are_listed_in_the_manifest(tmp_path: Path) -
     dtmf = verify_manifest(doc, key.public_key()).audio["dtmf"]
     assert [d["digit"] for d in dtmf] == ["1", "2", "#"]
     assert dtmf[0]["start_s"] == pytest.approx(1.0, abs=0.02)
+
+
+class LossyLine(SimLine):
+    """A simulated line whose sound card says it lost two blocks each time it is asked."""
+
+    def take_overflows(self) -> int:
+        return 2
+
+
+def test_audio_lost_by_the_card_during_a_call_is_in_its_manifest_and_the_status(tmp_path: Path) -> None:
+    config = DeviceConfig(
+        device=DeviceSettings(id="pi-1", state_dir=tmp_path),
+        archive=ArchiveSettings(recipients=(age.recipient_of(IDENTITY),)),
+    )
+    key = load_or_create_signing_key(config.device.signing_key_path)
+    line = LossyLine(scenario("us-basic"), start_time=1_790_000_000.0, seed=3)
+    with line:
+        service = DeviceService(config=config, backend=line, spool=Spool(config.device.spool_dir), signing_key=key)
+        [rec_id] = service.run()
+    rec = Spool(config.device.spool_dir).get(rec_id)
+    manifest = verify_manifest(
+        age.decrypt_bytes(rec.manifest.read_bytes(), [age.parse_identity(IDENTITY)]), key.public_key()
+    )
+    # Two lost before the call (not the call's), two during it.
+    assert manifest.audio["overflows"] == 2
+    assert service.overflows == 4
+    assert service.status_facts() == {"line_state": "idle", "audio_overflows": 4}

@@ -250,7 +250,9 @@ class LineBackend(abc.ABC):
     A backend MAY override:
 
     * :meth:`start`: open the hardware (the default does nothing);
-    * :meth:`health`: report whether it still works (the default says it does).
+    * :meth:`health`: report whether it still works (the default says it does);
+    * :meth:`take_overflows`: say how many blocks of audio were lost since it was
+      last asked (the default cannot tell, and says none).
 
     Used as a context manager, a backend is started on entry and closed on exit.
     """
@@ -265,6 +267,10 @@ class LineBackend(abc.ABC):
     def health(self) -> BackendHealth:
         """Whether the backend can still hear and drive the line."""
         return BackendHealth(time.time(), healthy=True, detail="ok")
+
+    def take_overflows(self) -> int:
+        """Blocks of audio lost since the last call (the reader fell behind, or the card did)."""
+        return 0
 
     @abc.abstractmethod
     def read_block(self) -> LineBlock | None:

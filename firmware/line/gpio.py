@@ -259,6 +259,11 @@ class GpioLine(LineBackend):
 
     # -- LineBackend --------------------------------------------------------
 
+    def take_overflows(self) -> int:
+        """Blocks the sound card lost since the last call (a card that cannot tell says none)."""
+        take = getattr(self._audio, "take_overflows", None)
+        return int(take()) if take is not None else 0
+
     def read_block(self) -> LineBlock | None:
         """The next block of audio, with the line events decided while it was captured.
 
