@@ -76,7 +76,7 @@ def make_call(path: Path, minutes: float, seed: int = 1) -> None:
 # issue names (filter, VAD, FLAC, age) in the recorder's half-second batches; "recorder" is the
 # whole CallRecorder: that plus DTMF, the untrimmed journal and its fsync once a second of audio.
 CHILD = """
-import sys, time, resource
+import sys, time
 from pathlib import Path
 import soundfile as sf
 from firmware.calls import Call, CallState, HangupCause
@@ -100,7 +100,9 @@ if what == "pipeline":
     writer.write(chain.flush())
     writer.close()
 else:
-    config = DeviceConfig(device=DeviceSettings(id="bench", state_dir=state), archive=ArchiveSettings(recipients=(recipient,)))
+    config = DeviceConfig(
+        device=DeviceSettings(id="bench", state_dir=state), archive=ArchiveSettings(recipients=(recipient,))
+    )
     recorder = CallRecorder(
         config=config, spool=Spool(config.device.spool_dir),
         signing_key=load_or_create_signing_key(config.device.signing_key_path), sample_rate=8000,
@@ -113,7 +115,9 @@ else:
             seconds += len(block) / 8000
     call = Call(CallState.ENDED, answered_at=1.79e9, ended_at=1.79e9 + seconds, hangup_cause=HangupCause.LOCAL_ONHOOK)
     recorder.finish(call)
-print(time.perf_counter() - start, time.process_time() - cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec from the parent that started us.
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(time.perf_counter() - start, time.process_time() - cpu, hwm / 1024)
 """
 
 

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pyloudnorm  # type: ignore[import-untyped]
 import pytest
 from numpy.typing import NDArray
+from scipy import ndimage  # type: ignore[import-untyped]
 
-from firmware.dsp.filters import Leveller, LineCleaner, NoiseReducer, clean, level, reduce_noise
+from firmware.dsp.filters import (
+    Leveller,
+    LineCleaner,
+    NoiseReducer,
+    _k_weighting,
+    _window_minima,
+    clean,
+    level,
+    reduce_noise,
+)
 from firmware.line.speech import SynthVoice
 
 RATE = 8000
@@ -172,6 +185,62 @@ def test_the_gain_holds_through_a_pause_instead_of_raising_the_noise() -> None:
     first, last = out[len(talk) + RATE : len(talk) + 2 * RATE], out[-RATE:]
     assert rms_db(last) == pytest.approx(rms_db(first), abs=0.5)  # ...and the pause's noise was not
     assert leveller.gain_db == gain_after_talk
+
+
+# BS.1770-4, tables 1 and 2: the K-weighting's two stages at 48 kHz.
+BS1770_48K = np.array(
+    [
+        [1.53512485958697, -2.69169618940638, 1.19839281085285, 1.0, -1.69065929318241, 0.73248077421585],
+        [1.0, -2.0, 1.0, 1.0, -1.99004745483398, 0.99007225036621],
+    ]
+)
+
+
+def response_db(sections: NDArray[np.float64], freqs: NDArray[np.float64], rate: int) -> NDArray[np.float64]:
+    z = np.exp(-2j * np.pi * freqs / rate)  # z^-1
+    h = np.ones(len(freqs), dtype=complex)
+    for b0, b1, b2, a0, a1, a2 in sections:
+        h *= (b0 + b1 * z + b2 * z * z) / (a0 + a1 * z + a2 * z * z)
+    return np.asarray(20 * np.log10(np.abs(h)))
+
+
+@pytest.mark.parametrize("rate", [8000, 16000])
+def test_the_k_weighting_is_the_one_the_loudness_meter_uses(rate: int) -> None:
+    filters = pyloudnorm.Meter(rate)._filters
+    theirs = np.array([np.concatenate((filters[k].b, filters[k].a)) for k in ("high_shelf", "high_pass")])
+    assert np.abs(_k_weighting(rate) - theirs).max() < 1e-12
+
+
+@pytest.mark.parametrize(("rate", "within_db"), [(8000, 0.3), (16000, 0.1)])
+def test_the_k_weighting_follows_the_standard_across_the_band(rate: int, within_db: float) -> None:
+    freqs = np.geomspace(20.0, 0.975 * rate / 2, 500)
+    error = response_db(_k_weighting(rate), freqs, rate) - response_db(BS1770_48K, freqs, 48000)
+    assert np.abs(error).max() < within_db
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 16, 96])
+@pytest.mark.parametrize("length", [0, 1, 15, 95, 96, 97, 1000])
+def test_the_limiter_takes_each_window_minimum_as_ndimage_did(width: int, length: int) -> None:
+    rng = np.random.default_rng(width * 1000 + length)
+    x = np.concatenate((np.ones(width - 1), rng.uniform(0.1, 1.0, length)))
+    if len(x) < width:
+        return
+    expected = ndimage.minimum_filter1d(x, width, origin=(width - 1) // 2)[width - 1 :]
+    assert np.array_equal(_window_minima(x, width), expected)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak RSS from /proc")
+def test_the_filters_load_without_scipy_and_its_70_mb() -> None:
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts from its parent's, here pytest's 100 MB.
+    code = (
+        "import pathlib, sys\n"
+        "import firmware.dsp.filters\n"
+        "peak = next(l for l in pathlib.Path('/proc/self/status').read_text().splitlines() if l.startswith('VmHWM'))\n"
+        "print('scipy' in sys.modules, int(peak.split()[1]) // 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "False"
+    assert int(out[1]) < 60  # MB: about 27 with numpy alone, 99 once scipy.signal comes in
 
 
 # --- NoiseReducer --------------------------------------------------------------------
