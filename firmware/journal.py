@@ -28,18 +28,12 @@ import soundfile as sf
 from numpy.typing import NDArray
 
 from firmware.errors import RecordingError
+from firmware.spool import SEGMENTS_NAME, fsync_path
 from firmware.wire import age, segments
 
-SEGMENTS_FILE = "audio.segments"
+# The journal's segment log becomes the audio of a call recovered after a crash.
+SEGMENTS_FILE = SEGMENTS_NAME
 FACTS_FILE = "facts.age"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class CallJournal:
@@ -66,7 +60,7 @@ class CallJournal:
             self._log = path.open("xb")
             self._log.write(segments.MAGIC)
             self._sync()
-            _fsync_dir(folder)
+            fsync_path(folder, directory=True)
         except OSError as exc:
             msg = f"cannot start the call journal {path}: {exc.strerror or exc}"
             raise RecordingError(msg) from None
@@ -112,7 +106,7 @@ class CallJournal:
                 f.flush()
                 os.fsync(f.fileno())
             tmp.replace(path)
-            _fsync_dir(self.folder)
+            fsync_path(self.folder, directory=True)
         except OSError as exc:
             msg = f"cannot write the call's facts {path}: {exc.strerror or exc}"
             raise RecordingError(msg) from None
@@ -124,4 +118,4 @@ class CallJournal:
         self._log.close()
         for name in (SEGMENTS_FILE, FACTS_FILE):
             (self.folder / name).unlink(missing_ok=True)
-        _fsync_dir(self.folder)
+        fsync_path(self.folder, directory=True)

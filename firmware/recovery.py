@@ -30,14 +30,12 @@ from firmware.encoder import file_sha256
 from firmware.errors import RecordingError
 from firmware.journal import FACTS_FILE, SEGMENTS_FILE
 from firmware.recorder import write_durably
-from firmware.spool import AUDIO_NAME, MANIFEST_NAME, SEGMENTS_NAME, Spool
+from firmware.spool import AUDIO_NAME, MANIFEST_NAME, SEGMENTS_NAME, Spool, fsync_path
 from firmware.wire import age, segments
 from firmware.wire.errors import WireError
 from firmware.wire.manifest import Manifest, firmware_version, sign_manifest, utc_iso
 
 log = logging.getLogger("linerec.recovery")
-
-assert SEGMENTS_FILE == SEGMENTS_NAME  # the journal's log is the recovered recording's audio
 
 
 def recover(spool: Spool, *, config: DeviceConfig, signing_key: Ed25519PrivateKey) -> list[str]:
@@ -65,7 +63,7 @@ def recover(spool: Spool, *, config: DeviceConfig, signing_key: Ed25519PrivateKe
 def _drop_journal(folder: Path) -> None:
     for name in (SEGMENTS_FILE, FACTS_FILE):
         (folder / name).unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_path(folder, directory=True)
 
 
 def _rebuild(folder: Path, rec_id: str, *, config: DeviceConfig, signing_key: Ed25519PrivateKey) -> None:
@@ -91,7 +89,7 @@ def _rebuild(folder: Path, rec_id: str, *, config: DeviceConfig, signing_key: Ed
     doc = age.encrypt_bytes(sign_manifest(manifest, signing_key), config.archive.recipients)
     write_durably(folder / MANIFEST_NAME, doc)
     facts_path.unlink(missing_ok=True)
-    _fsync_dir(folder)
+    fsync_path(folder, directory=True)
 
 
 def recovered_manifest(
@@ -137,11 +135,3 @@ def recovered_manifest(
         firmware_version=firmware_version(),
         extra={"recovered": True},
     )
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -53,7 +53,7 @@ def _audio_in(folder: Path) -> Path:
     return segments if segments.is_file() and not (folder / AUDIO_NAME).exists() else folder / AUDIO_NAME
 
 
-def _fsync_path(path: Path, *, directory: bool = False) -> None:
+def fsync_path(path: Path, *, directory: bool = False) -> None:
     flags = os.O_RDONLY | (os.O_DIRECTORY if directory else 0)
     fd = os.open(path, flags)
     try:
@@ -156,7 +156,7 @@ class Spool:
         path = self.incoming / rec_id
         try:
             path.mkdir(mode=DIR_MODE)
-            _fsync_path(self.incoming, directory=True)
+            fsync_path(self.incoming, directory=True)
         except OSError as exc:
             raise _error("create the directory", path, exc) from exc
         return path
@@ -178,16 +178,16 @@ class Spool:
             raise SpoolError(msg)
         step = src / MANIFEST_NAME
         try:
-            _fsync_path(src / MANIFEST_NAME)
+            fsync_path(src / MANIFEST_NAME)
             for step in (audio, src / ORIGINAL_NAME):
                 if step.exists():
-                    _fsync_path(step)
+                    fsync_path(step)
             step = src
-            _fsync_path(src, directory=True)
+            fsync_path(src, directory=True)
             src.rename(dst)
             step = dst
-            _fsync_path(self.incoming, directory=True)
-            _fsync_path(self.outbox, directory=True)
+            fsync_path(self.incoming, directory=True)
+            fsync_path(self.outbox, directory=True)
         except OSError as exc:
             raise _error("flush and seal", step, exc) from exc
         rec = self._recording(rec_id)
@@ -247,8 +247,8 @@ class Spool:
         # by a power loss and is finished at the next start.
         try:
             (self.outbox / rec_id).rename(dst)
-            _fsync_path(self.outbox, directory=True)
-            _fsync_path(self.trash, directory=True)
+            fsync_path(self.outbox, directory=True)
+            fsync_path(self.trash, directory=True)
         except OSError as exc:
             raise _error("move the delivered recording to", dst, exc) from exc
         self._delete_tree(dst)
@@ -273,10 +273,10 @@ class Spool:
             tmp.unlink(missing_ok=True)
             raise _error("write", reason_path, exc) from exc
         try:
-            _fsync_path(src, directory=True)
+            fsync_path(src, directory=True)
             src.rename(dst)
-            _fsync_path(self.outbox, directory=True)
-            _fsync_path(self.rejected, directory=True)
+            fsync_path(self.outbox, directory=True)
+            fsync_path(self.rejected, directory=True)
         except OSError as exc:
             raise _error("move the rejected recording to", dst, exc) from exc
         log.warning("recording %s was rejected and kept in %s: %s", rec_id, dst, reason)
@@ -313,7 +313,7 @@ class Spool:
                 path.rmdir()
             else:
                 path.unlink()
-            _fsync_path(self.trash, directory=True)
+            fsync_path(self.trash, directory=True)
         except OSError as exc:
             # The recording is already out of the outbox; what is left is retried at start.
             log.warning("%s", _error("delete", path, exc))

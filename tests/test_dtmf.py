@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.typing import NDArray
 
 from bench.dtmf_talkoff import multimon_digits, speech
-from firmware.dsp import dtmf
+from firmware.dsp import dtmflimits
 from firmware.dsp.dtmf import (
     COLUMN_HZ,
     DIGITS,
@@ -113,7 +112,7 @@ def test_tones_off_by_three_and_a_half_percent_are_rejected(rate: int, group: st
 
 
 def test_frequency_limit_sits_between_the_q24_boundaries() -> None:
-    assert 0.015 < dtmf.FREQ_TOLERANCE < 0.035
+    assert 0.015 < dtmflimits.FREQ_TOLERANCE < 0.035
 
 
 # --- Q.24: timing ----------------------------------------------------------------------------
@@ -150,6 +149,30 @@ def test_a_ten_millisecond_drop_out_does_not_split_a_digit(rate: int, lead: int)
 
 
 @pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("edge", ["start", "end"])
+def test_a_digit_louder_for_a_few_milliseconds_at_one_end_is_still_reported(rate: int, edge: str) -> None:
+    # Noise adding in phase at a tone's edge does this: the edge frame becomes the run's
+    # strongest, and every frame of the tone itself must still count as inside it.
+    tone = generate_dtmf("5", rate, on_ms=70, off_ms=0)
+    lift = round(0.008 * rate)
+    edge_slice = slice(None, lift) if edge == "start" else slice(-lift, None)
+    tone[edge_slice] *= 10 ** (3 / 20)
+    assert decoded(padded(tone, rate), rate) == "5"
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("burst_ms", [8, 10, 13])
+def test_a_burst_of_another_row_tone_inside_a_digit_is_not_a_second_key_press(rate: int, burst_ms: int) -> None:
+    # 90 ms of "8" (852 + 1336 Hz) with a burst of 770 Hz twice as strong as the row tone in
+    # the middle: the frames under the burst name "5". Like a drop-out, that is not a new digit.
+    t = np.arange(round(0.09 * rate)) / rate
+    audio = 10 ** (-10 / 20) * (np.sin(2 * np.pi * 852 * t) + np.sin(2 * np.pi * 1336 * t))
+    n, at = round(burst_ms * rate / 1000), round((0.045 - burst_ms / 2000) * rate)
+    audio[at : at + n] += 2 * 10 ** (-10 / 20) * np.hanning(n) * np.sin(2 * np.pi * 770 * t[at : at + n])
+    assert decoded(padded(audio, rate), rate) == "8"
+
+
+@pytest.mark.parametrize("rate", RATES)
 def test_digit_start_and_end_are_within_ten_milliseconds(rate: int) -> None:
     lead_s = 0.1 + 0.0031
     audio = padded(generate_dtmf("147*", rate, on_ms=60, off_ms=90), rate, round(0.0031 * rate))
@@ -175,7 +198,7 @@ def test_twist_within_q24_is_accepted(rate: int, twist: float) -> None:
 @pytest.mark.parametrize("twist", [8.0, -12.0])
 def test_twist_two_decibels_past_the_limits_is_rejected(rate: int, twist: float) -> None:
     # Limits: high group at most 6 dB above the low group, low group at most 10 dB above the high.
-    assert (dtmf.MAX_TWIST_DB, dtmf.MIN_TWIST_DB) == (6.0, -10.0)
+    assert (dtmflimits.MAX_TWIST_DB, dtmflimits.MIN_TWIST_DB) == (6.0, -10.0)
     audio = generate_dtmf(DIGITS, rate, on_ms=50, off_ms=50, twist_db=twist)
     assert decoded(padded(audio, rate), rate) == ""
 
@@ -262,23 +285,6 @@ def test_any_float_audio_never_raises(audio: NDArray[np.float64], block: int, ra
 def test_any_int16_audio_never_raises(audio: NDArray[np.int16]) -> None:
     for digit in detect_dtmf(audio, 8000):
         assert digit.start_s <= digit.end_s
-
-
-def test_sixty_seconds_decode_at_over_five_hundred_times_real_time() -> None:
-    rng = np.random.default_rng(7)
-    tones = generate_dtmf(DIGITS * 4, 8000, on_ms=100, off_ms=400)
-    audio = 0.05 * rng.normal(size=60 * 8000)
-    audio[: tones.size] += tones
-    detect_dtmf(audio, 8000)
-    best = min(_timed(audio) for _ in range(3))
-    # 0.12 s is the target on one core; the margin absorbs a busy test machine.
-    assert best < 0.3
-
-
-def _timed(audio: NDArray[np.float64]) -> float:
-    start = time.perf_counter()
-    detect_dtmf(audio, 8000)
-    return time.perf_counter() - start
 
 
 # --- talk-off and a second opinion -----------------------------------------------------------

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from firmware.wire.broker import BrokerSettings
+from tests.support.process import stop_politely
 
 
 def free_port() -> int:
@@ -68,10 +69,4 @@ class Mosquitto:
 
     def stop(self) -> None:
         """Stop the broker politely."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_politely(self.process)

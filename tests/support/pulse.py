@@ -40,6 +40,7 @@ from pathlib import Path
 from types import TracebackType
 
 from tests.support.alsa import ROOT
+from tests.support.process import stop_politely
 
 
 class PulseServer:
@@ -116,13 +117,7 @@ class PulseServer:
 
     def stop(self) -> None:
         """Stop the server and remove its directory; safe to call more than once."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        stop_politely(self.process)
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def __enter__(self) -> PulseServer:
