@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -148,6 +147,27 @@ def test_positions_in_the_audio_are_reported() -> None:
     }
 
 
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+def test_every_message_on_one_seizure_is_read(standard: str) -> None:
+    waiting = _framed(0x82, b"\x0b\x01\xff")
+    back_to_back = _on_line(MDMF + waiting, standard)
+    quiet = np.zeros(4000)
+    # A pause of twenty mark bits between the messages (the tone restarts, as from another sender).
+    with_mark = np.concatenate(
+        [
+            quiet,
+            fsk_burst(MDMF, standard=standard, sample_rate=8000),
+            fsk_burst(waiting, standard=standard, sample_rate=8000, seizure_bits=0, mark_bits=20),
+            quiet,
+        ]
+    )
+    for x in (back_to_back, with_mark):
+        found = decode_callerid(x, 8000)
+        assert [(f.raw, f.checksum_ok) for f in found] == [(MDMF, True), (waiting, True)]
+        assert (found[0].number, found[1].message_waiting) == ("2125550142", True)
+        assert found[0].end_s <= found[1].start_s < found[1].end_s
+
+
 def test_explicit_standard_reads_only_its_own_burst() -> None:
     assert _only(decode_callerid(_on_line(MDMF, "v23"), 8000, standard="v23")).standard == "etsi-v23"
     assert _only(decode_callerid(_on_line(MDMF), 8000, standard="bell202")).number == "2125550142"
@@ -188,6 +208,77 @@ def test_noise_is_tolerated(standard: str, snr_db: float, at_least: int) -> None
         assert all(f.raw == MDMF for f in found if f.checksum_ok)
         good += any(f.checksum_ok for f in found)
     assert good >= at_least
+
+
+@pytest.mark.parametrize(
+    ("standard", "message"), [("bell202", SDMF), ("bell202", MDMF), ("v23", MDMF)], ids=["sdmf", "mdmf", "v23-mdmf"]
+)
+def test_at_6_db_nearly_every_burst_is_read_and_none_wrongly(standard: str, message: bytes) -> None:
+    read = 0
+    for seed in range(100, 140):
+        found = decode_callerid(_noisy(_on_line(message, standard), 8000, 6.0, seed), 8000)
+        assert all(f.raw == message for f in found if f.checksum_ok)
+        read += any(f.checksum_ok for f in found)
+    assert read >= 39
+
+
+@pytest.mark.parametrize("snr_db", [0.0, 2.0, 4.0])
+def test_in_loud_noise_a_message_whose_sum_checks_is_still_the_one_sent(snr_db: float) -> None:
+    # Here bits are misread often enough that some pairs cancel in the one-byte sum.
+    for seed in range(20):
+        for message in (SDMF, MDMF):
+            found = decode_callerid(_noisy(_on_line(message), 8000, snr_db, seed), 8000)
+            assert all(f.raw == message for f in found if f.checksum_ok)
+
+
+def test_misread_bits_that_keep_the_sum_are_not_believed_in_loud_noise() -> None:
+    # This seed misreads bits that, repaired or not, leave the sum right on a wrong
+    # message: taking soft decisions at face value at 2 dB would report it as a caller.
+    found = _only(decode_callerid(_noisy(_on_line(SDMF), 8000, 2.0, 309), 8000))
+    assert (found.checksum_ok, found.caller_id, found.number) == (False, None, None)
+
+
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+@pytest.mark.parametrize("offset", [-0.02, 0.02])
+def test_a_dropout_in_the_mark_run_does_not_put_the_frequency_wrong(standard: str, offset: float) -> None:
+    x = _on_line(MDMF, standard, freq_offset=offset)
+    # Ten bits of silence, forty bits into the mark run (the seizure is 300 bits).
+    start = 4000 + 400 + round(340 * 8000 / 1200)
+    x[start : start + round(10 * 8000 / 1200)] = 0.0
+    for seed in range(5):
+        found = decode_callerid(_noisy(x, 8000, 12.0, seed), 8000)
+        assert [(f.raw, f.checksum_ok) for f in found] == [(MDMF, True)]
+
+
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+@pytest.mark.parametrize(
+    ("options", "snr_db"),
+    [
+        ({"freq_offset": 0.02}, 6.0),
+        ({"freq_offset": -0.02}, 6.0),
+        ({"twist_db": 6.0}, 12.0),
+        ({"twist_db": -6.0, "freq_offset": 0.02}, 12.0),
+    ],
+)
+def test_offset_and_twist_are_tolerated_in_noise(standard: str, options: dict[str, float], snr_db: float) -> None:
+    read = 0
+    for seed in range(10):
+        found = decode_callerid(_noisy(_on_line(MDMF, standard, 8000, **options), 8000, snr_db, seed), 8000)
+        assert all(f.raw == MDMF for f in found if f.checksum_ok)
+        read += any(f.checksum_ok for f in found)
+    assert read == 10
+
+
+@pytest.mark.parametrize("standard", ["bell202", "v23"])
+def test_hum_and_band_limiting_are_tolerated_in_noise(standard: str) -> None:
+    read = 0
+    for seed in range(10):
+        x = to_telephone_band(_on_line(MDMF, standard), 8000, 8000)
+        hum = 0.1 * np.sin(2 * np.pi * 50.0 * np.arange(len(x)) / 8000 + seed)
+        found = decode_callerid(_noisy(x, 8000, 6.0, seed) + hum, 8000)
+        assert all(f.raw == MDMF for f in found if f.checksum_ok)
+        read += any(f.checksum_ok for f in found)
+    assert read == 10
 
 
 def test_integer_samples_are_read_like_floats() -> None:
@@ -343,12 +434,10 @@ def test_unknown_standard_is_refused_with_the_choices() -> None:
         fsk_burst(b"\x80", standard="v22", sample_rate=8000)
 
 
-def test_decoding_a_minute_is_over_500_times_real_time() -> None:
+def test_a_burst_at_the_start_of_a_minute_of_line_noise_is_found_once() -> None:
+    # Speed is measured by bench/dsp.py; this pins down that a long input is read whole.
     x = _noisy(np.concatenate([_on_line(MDMF), np.zeros(58 * 8000)]), 8000, 20.0, 1)
-    decode_callerid(x, 8000)
-    start = time.perf_counter()
     found = decode_callerid(x, 8000)
-    assert time.perf_counter() - start < 0.12
     assert [f.number for f in found] == ["2125550142"]
 
 

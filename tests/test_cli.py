@@ -110,9 +110,7 @@ def test_agent_run_with_a_bad_identity_file_is_one_clear_error(
     assert not re.search(r"AGE-SECRET-KEY-1[0-9A-Z]{10}", line)
 
 
-def test_export_of_an_unknown_recording_is_one_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_export_of_an_unknown_recording_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     identity = tmp_path / "identity.txt"
     identity.write_text(age.generate_identity() + "\n")
     conf = agent_conf(tmp_path, identity)

@@ -111,9 +111,7 @@ def record_and_deliver(s: Setup, calls: list[ScriptedCall]) -> tuple[TapLine, li
     uplink.start()
     try:
         tap = TapLine(SimLine(calls, start_time=1_790_000_000.0, seed=7))
-        recorded = DeviceService(
-            config=s.config, backend=tap, spool=spool, signing_key=s.key, uplink=uplink
-        ).run()
+        recorded = DeviceService(config=s.config, backend=tap, spool=spool, signing_key=s.key, uplink=uplink).run()
         assert uplink.wait_delivered(30), "the spool did not empty"
         assert ingest.wait_stored(len(recorded), 30)
         assert spool.pending() == []
@@ -188,9 +186,7 @@ def test_withheld_and_unanswered_calls_are_archived_with_what_is_known(s: Setup)
     )
 
 
-def test_agent_cli_lists_and_exports_the_archived_call(
-    s: Setup, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_agent_cli_lists_and_exports_the_archived_call(s: Setup, capsys: pytest.CaptureFixture[str]) -> None:
     tap, recorded = record_and_deliver(s, [ScriptedCall(caller_name="JANE ROE")])
     s.archive.close()
     conf = s.tmp / "agent.toml"
@@ -200,9 +196,7 @@ def test_agent_cli_lists_and_exports_the_archived_call(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     item = json.loads(lines[0])
-    assert {"id", "device", "started_at", "duration_s", "caller_number", "caller_name", "answered", "path"} <= set(
-        item
-    )
+    assert {"id", "device", "started_at", "duration_s", "caller_number", "caller_name", "answered", "path"} <= set(item)
     assert (item["id"], item["device"], item["caller_name"], item["answered"]) == (
         recorded[0],
         DEVICE,
@@ -220,9 +214,7 @@ def test_agent_cli_lists_and_exports_the_archived_call(
     assert 0 < sf.info(str(trimmed)).frames <= len(samples)
 
 
-def test_export_with_the_wrong_identity_is_one_clear_error(
-    s: Setup, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_export_with_the_wrong_identity_is_one_clear_error(s: Setup, capsys: pytest.CaptureFixture[str]) -> None:
     _, recorded = record_and_deliver(s, [ScriptedCall()])
     s.archive.close()
     wrong = s.tmp / "other.txt"

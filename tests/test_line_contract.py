@@ -53,9 +53,7 @@ def sim_rig() -> Rig:
 def gpio_rig() -> Rig:
     factory, clock = MockFactory(), SimClock(T0)
     gpio = default_gpio()
-    line = GpioLine(
-        gpio=gpio, line=LineSettings(), audio=ClockedSilence(clock=clock), clock=clock, pin_factory=factory
-    )
+    line = GpioLine(gpio=gpio, line=LineSettings(), audio=ClockedSilence(clock=clock), clock=clock, pin_factory=factory)
     opto, driver = OptoLine(gpio, seed=1), LineDriver(line, factory, clock)
 
     def play() -> list[LineBlock]:

@@ -3,7 +3,8 @@
 The message layer (SDMF/MDMF bytes, checksum, parameters) lives in
 ``firmware.dsp.cidmessage`` and is re-exported here; the modem in
 ``firmware.dsp.fsk``. This module finds bursts in a stream of audio and turns
-each into a :class:`DecodedCallerId`.
+each message in them (a burst may carry more than one) into a
+:class:`DecodedCallerId`.
 
 Finding bursts is done on 10 ms frames: a frame is "carrier" when most of its
 300-3400 Hz power lies in 1000-2400 Hz and it is not silent. A run of carrier
@@ -37,7 +38,7 @@ from firmware.dsp.cidmessage import (
     split_message,
 )
 from firmware.dsp.dtmf import DATA, DtmfDetector, DtmfDigit, detect_dtmf
-from firmware.dsp.fsk import NATIVE_RATES, STANDARDS, demodulate, fsk_burst
+from firmware.dsp.fsk import NATIVE_RATES, STANDARDS, FskFrame, demodulate_all, fsk_burst
 from firmware.line.base import CallerId
 from firmware.line.speech import to_telephone_band
 
@@ -204,6 +205,9 @@ _DOUBT = 0.2
 # Two misreadings this doubtful that together keep the sum make a checked message unsafe.
 _AMBIGUOUS = 0.15
 _REPAIRED_STANDARDS = ("bell202",)
+# Repair only a burst this clean (bit energy over noise density, dB): in louder noise
+# two or three misread bits that add up to the one-bit remainder are about as likely.
+_REPAIR_SNR_DB = 10.0
 # A burst whose start and stop bits are not mostly heard right was read out of step.
 _FRAMING_SHARE = 0.8
 
@@ -398,9 +402,7 @@ class CallerIdDecoder:
         lo = max(0, (first - _PAD_FRAMES) * self._frame)
         hi = min((last + 1 + _PAD_FRAMES) * self._frame, self._buffer_start + len(self._buffer))
         segment = self._buffer[lo - self._buffer_start : hi - self._buffer_start]
-        message = self._demodulate(segment, lo, first * self._frame)
-        if message is not None:
-            found.append(message)
+        found.extend(self._demodulate(segment, lo, first * self._frame))
 
     def _trim(self) -> None:
         if self._burst_first is not None:
@@ -412,29 +414,38 @@ class CallerIdDecoder:
             self._buffer = self._buffer[drop:]
             self._buffer_start += drop
 
-    def _demodulate(self, segment: NDArray[np.float64], offset: int, onset: int) -> DecodedCallerId | None:
+    def _demodulate(self, segment: NDArray[np.float64], offset: int, onset: int) -> list[DecodedCallerId]:
         rate = self.sample_rate
         if rate not in NATIVE_RATES:
             segment = to_telephone_band(segment, rate, _DEMOD_RATE)
             rate = _DEMOD_RATE
-        frame = demodulate(
+        frames = demodulate_all(
             segment,
             rate,
             standards=self.standards,
             accept_first=_KNOWN_TYPES.__contains__,
             wanted=_message_length,
         )
-        if frame is None:
-            return None
+        found: list[DecodedCallerId] = []
+        for frame in frames:
+            start_s = offset / self.sample_rate + frame.start / rate
+            # The burst starts with its carrier (the seizure), found to the 10 ms frame.
+            finding = self._finding(frame, rate, offset, start_s if found else min(onset / self.sample_rate, start_s))
+            # A later message on the same seizure is reported only whole: where the line
+            # falls quiet after the last one, noise would read as a damaged one.
+            if finding.checksum_ok or not found:
+                found.append(finding)
+        return found
+
+    def _finding(self, frame: FskFrame, rate: int, offset: int, start_s: float) -> DecodedCallerId:
         need = _message_length(frame.data) or len(frame.data)
         raw = frame.data[:need]
         doubt = _doubtful_share(frame.soft_bits[:need]) if frame.framing >= _FRAMING_SHARE else 1.0
         # V.23 tones lie further apart in phase per bit, so its reader slips single bits
         # rarely; measured, repair there put right almost nothing and risked wrong messages.
-        if sum(raw) & 0xFF and doubt <= _REPAIR_SHARE and frame.standard in _REPAIRED_STANDARDS:
+        repairable = frame.standard in _REPAIRED_STANDARDS and frame.snr_db >= _REPAIR_SNR_DB
+        if sum(raw) & 0xFF and doubt <= _REPAIR_SHARE and repairable:
             raw = repair_one_bit(raw, frame.soft_bits) or raw
-        # The burst starts with its carrier (the seizure), found to the 10 ms frame.
-        start_s = min(onset / self.sample_rate, offset / self.sample_rate + frame.start / rate)
         end_s = offset / self.sample_rate + frame.byte_ends[len(raw) - 1] / rate
         trusted = doubt <= _TRUST_SHARE and _ambiguity(raw, frame.soft_bits) >= _AMBIGUOUS
         return finding_from_bytes(raw, modulation=frame.standard, start_s=start_s, end_s=end_s, trusted=trusted)
@@ -474,6 +485,12 @@ def fsk_callerid_audio(message: bytes, *, standard: str, sample_rate: int, **bur
 _DTMF_GAP_S = 0.5
 _DTMF_ABSENCE = {"00": "unavailable", "10": "private"}
 _DTMF_ABSENCE_CODES = {"unavailable": "O", "private": "P"}
+# Denmark sends "D1#" when the caller restricted the number, "D2#" for an international call
+# and "D3#" for a technical reason; read as digits they would give the number "1", "2" or "3".
+_DTMF_REASONS = {"1": "private", "2": "unavailable", "3": "unavailable"}
+# Start-to-start intervals must lie within these multiples of the typical one: a lost digit
+# makes one about 2x, a split tone one well under 1x.
+_DTMF_PACE = (0.6, 1.6)
 
 
 def _dtmf_groups(digits: Sequence[DtmfDigit]) -> list[list[DtmfDigit]]:
@@ -487,15 +504,24 @@ def _dtmf_groups(digits: Sequence[DtmfDigit]) -> list[list[DtmfDigit]]:
 
 
 def _evenly_paced(group: Sequence[DtmfDigit]) -> bool:
-    gaps = sorted(b.start_s - a.end_s for a, b in itertools.pairwise(group))
-    if len(gaps) < 2:
+    """Whether the digits start at a steady pace, as one sender's do.
+
+    Tone starts are measured to a hop or two even in noise, so start-to-start intervals
+    show a lost digit (an interval twice the usual) or a tone split in two by the noise
+    (one much shorter), even when several digits are lost and the typical interval is off.
+    """
+    intervals = sorted(b.start_s - a.start_s for a, b in itertools.pairwise(group))
+    if len(intervals) < 2:
         return True
-    typical = gaps[len(gaps) // 2]
-    return gaps[-1] <= 1.8 * typical + 0.03
+    typical = intervals[len(intervals) // 2]
+    return _DTMF_PACE[0] * typical <= intervals[0] and intervals[-1] <= _DTMF_PACE[1] * typical
 
 
 def _dtmf_finding(group: Sequence[DtmfDigit]) -> DecodedCallerId | None:
-    """Read ``A<number>C``, ``D<number>C``, ``A<number>#``, ``B00``/``B10`` absence, or ``<number>#``."""
+    """Read ``A<number>C``, ``D<number>C``, ``A<number>#`` or ``<number>#``, and absence codes.
+
+    Absence: ``B00`` / ``B10`` inside the frame, or Denmark's ``D1#`` to ``D3#``.
+    """
     text = "".join(d.digit for d in group)
     starts, ends = text[0] in "AD", text[-1] in "C#"
     if not (starts or ends) or len(text) < 3:
@@ -505,9 +531,13 @@ def _dtmf_finding(group: Sequence[DtmfDigit]) -> DecodedCallerId | None:
     if body.startswith("B"):
         absence = _DTMF_ABSENCE.get(body[1:3])
         body = body[3:]
-    ok = (ends and body.isdigit()) or (ends and absence is not None and not body)
-    # DTMF caller ID carries no checksum, but its digits come at an even pace: a gap
-    # much longer than the others is a digit lost in the noise, and the number is wrong.
+    elif text[0] == "D" and text[-1] == "#" and body in _DTMF_REASONS:
+        absence, body = _DTMF_REASONS[body], ""
+    # A message ending in "C" opens with "A" or "D"; without it, its opening digits may be lost too.
+    framed = ends and (starts or text[-1] == "#")
+    ok = framed and (body.isdigit() or (absence is not None and not body))
+    # DTMF caller ID carries no checksum, but its digits come at an even pace: an uneven
+    # one is a digit lost in the noise or a tone split in two, and the number is wrong.
     ok = ok and _evenly_paced(group)
     number = body if ok and body else None
     caller = (

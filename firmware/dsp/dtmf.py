@@ -2,13 +2,13 @@
 
 The detector meets the receiver requirements of ITU-T Q.24 (AT&T practice):
 
-* frequency: accepts ±1.5 % deviation, rejects ±3.5 % (limit :data:`FREQ_TOLERANCE`, 2.5 %);
+* frequency: accepts ±1.5 % deviation, rejects ±3.5 % (limit 2 %);
 * duration: accepts 40 ms tones, rejects 23 ms and shorter (limit 5 analysis hops, 31.9 ms);
 * a pause of 40 ms separates two digits; a drop-out of up to 10 ms inside a digit does not
   (up to :data:`MAX_GAP_HOPS` silent hops, about 19 ms, are bridged);
 * twist: accepts the high group up to 4 dB above the low group and the low group up to 8 dB
-  above the high group; it rejects a high group more than :data:`MAX_TWIST_DB` (6 dB) above
-  the low group and a low group more than ``-MIN_TWIST_DB`` (10 dB) above the high group;
+  above the high group; it rejects a high group more than 6 dB above the low group and a
+  low group more than 10 dB above the high group;
 * detects at 15 dB signal-to-noise ratio, over a 26 dB range of levels (-10 to -36 dBFS per
   tone); each tone must reach :data:`MIN_TONE_DBFS` (-45 dBFS).
 
@@ -17,15 +17,19 @@ How: the audio is cut into Hann-windowed frames of 102 samples (12.75 ms at 8 kH
 tones, their second harmonics and a plain (rectangular-window) view of the eight tones. A
 frame names a digit when the strongest row and column tone hold most of the frame's energy,
 stand well clear of the other tones of their group, show no second harmonic and have an
-acceptable twist. Frames naming the same digit join into a run. A 102-sample frame cannot
-tell 1.5 % from 3.5 % by its magnitude, so a run's frequencies are measured from the phase
-each tone advances from one frame to the next: the phase is accumulated over the run, and a
-run whose tones are more than 2.5 % off their nominal frequency, or whose phase does not
-advance steadily as a tone's does (speech), is dropped. The run's length is counted in frames
-whose tone power is at least a quarter of the run's peak, which is the frames whose centres
-lie inside the tone, so it measures the tone itself and not the frame overlap.
+acceptable twist. Frames naming the same digit join into a run; a drop-out of up to
+:data:`MAX_GAP_HOPS` frames, silent or naming another digit (noise can), is bridged. A
+102-sample frame cannot tell 1.5 % from 3.5 % by its magnitude, so a run's frequencies are
+measured from the phase each tone advances from one frame to the next: the phase is
+accumulated over the run, and a run whose tones are more than 2 % off their nominal
+frequency, or whose phase does not advance steadily as a tone's does (speech), is dropped.
+The run's length is counted in frames whose tone power is at least a quarter of the run's
+peak, which is the frames whose centres lie inside the tone, so it measures the tone itself
+and not the frame overlap.
 
-Levels are in dBFS per tone: a sine of amplitude 1.0 (32768 in int16) is 0 dBFS.
+The thresholds live in :mod:`firmware.dsp.dtmflimits`: Q.24's for digits during a call,
+looser ones for caller ID on-hook. Levels are in dBFS per tone: a sine of amplitude 1.0
+(32768 in int16) is 0 dBFS.
 """
 
 from __future__ import annotations
@@ -36,15 +40,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from firmware.dsp.dtmflimits import DATA, TALK, DtmfLimits
 from firmware.wire.errors import LinerecError
 
 __all__ = [
     "COLUMN_HZ",
+    "DATA",
     "DIGITS",
     "ROW_HZ",
+    "TALK",
     "DtmfDetector",
     "DtmfDigit",
     "DtmfError",
+    "DtmfLimits",
     "detect_dtmf",
     "generate_dtmf",
 ]
@@ -58,27 +66,9 @@ SAMPLE_RATES = (8000, 16000)
 FRAME_8K = 102
 HOP_8K = 51
 
-# Accept a run whose tones lie within this fraction of nominal (Q.24: accept 1.5 %, reject 3.5 %).
-FREQ_TOLERANCE = 0.02
-# The row and column tones must hold this share of the energy of a run (speech spreads it),
-# once each tone's power is corrected for its measured offset from the bin centre; a single
-# frame, which may be only partly covered by the tone, needs FRAME_ENERGY_RATIO.
-MIN_ENERGY_RATIO = 0.85
-FRAME_ENERGY_RATIO = 0.6
-# Other tones of the same group must be this far below the chosen one (rectangular window).
-MIN_PEAK_RATIO_DB = 4.0
-# A column tone's second harmonic must be this far below the tone. The rows' second
-# harmonics (1394-1882 Hz) fall within one frame bin of a column tone, so only the
-# energy ratio and the frequency check guard them.
-MIN_HARMONIC_RATIO_DB = 12.0
-# High group minus low group, dB (Q.24: accept +4 and -8).
-MAX_TWIST_DB = 6.0
-MIN_TWIST_DB = -10.0
 # Each tone must reach this level at the run's peak; frames weaker than FLOOR_DBFS are silence.
 MIN_TONE_DBFS = -45.0
 FLOOR_DBFS = -65.0
-# How steadily the phase advances over a run, 1.0 for a pure tone.
-MIN_COHERENCE = 0.9
 # Run length and bridging, in hops of 6.375 ms.
 MIN_ON_HOPS = 5
 MAX_GAP_HOPS = 3
@@ -86,25 +76,6 @@ MAX_GAP_HOPS = 3
 # Frames kept at each end of a run to place its edges once its peak is known.
 _EDGE_FRAMES = 6
 _INT16_SCALE = 32768.0
-
-
-@dataclass(frozen=True, slots=True)
-class DtmfLimits:
-    """How sure the detector must be that a tone pair is a key press and not something else.
-
-    :data:`TALK` guards against speech (talk-off) during a call; :data:`DATA` is for
-    on-hook caller ID, where nobody talks and the message framing checks the digits,
-    so the detector can listen deeper into the noise.
-    """
-
-    energy_ratio: float = MIN_ENERGY_RATIO
-    frame_energy_ratio: float = FRAME_ENERGY_RATIO
-    peak_ratio_db: float = MIN_PEAK_RATIO_DB
-    coherence: float = MIN_COHERENCE
-
-
-TALK = DtmfLimits()
-DATA = DtmfLimits(energy_ratio=0.45, frame_energy_ratio=0.35, peak_ratio_db=2.0, coherence=0.6)
 
 
 class DtmfError(LinerecError, ValueError):
@@ -123,6 +94,20 @@ class DtmfDigit:
         return {"digit": self.digit, "start_s": self.start_s, "end_s": self.end_s}
 
 
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """One analysed frame that could be part of a digit: its tones' powers and phase advances."""
+
+    index: int
+    digit: int
+    low: float
+    high: float
+    energy: float
+    adv_row: complex
+    adv_col: complex
+    clean: bool
+
+
 @dataclass(slots=True)
 class _Run:
     """Frames naming one digit, gathered until a long enough gap ends it."""
@@ -131,6 +116,9 @@ class _Run:
     peak: float
     last_on: int
     frames: list[tuple[int, float, bool]] = field(default_factory=list)
+    # Frames naming another digit since this run's own last frame: a drop-out if the run's digit
+    # comes back in time, the next digit if it does not.
+    rival: _Run | None = None
     unclean_middle: int = 0
     middle: int = 0
     phase_row: complex = 0j
@@ -143,15 +131,33 @@ class _Run:
     high_sum: float = 0.0
     energy_sum: float = 0.0
 
-    def tally(self, low: float, high: float, energy: float) -> None:
-        self.low_power = max(self.low_power, low)
-        self.high_power = max(self.high_power, high)
-        self.low_sum += low
-        self.high_sum += high
-        self.energy_sum += energy
+    @classmethod
+    def begin(cls, frame: _Frame) -> _Run:
+        run = cls(digit=frame.digit, peak=frame.low + frame.high, last_on=frame.index)
+        run.keep(frame)
+        return run
 
-    def add(self, index: int, power: float, clean: bool) -> None:
-        self.frames.append((index, power, clean))
+    def take(self, frame: _Frame) -> None:
+        """Add a later frame naming this run's digit."""
+        power = frame.low + frame.high
+        self.peak = max(self.peak, power)
+        if power * 4.0 < self.peak:
+            return
+        if frame.index - 1 == self.last_on:
+            self.phase_row += frame.adv_row
+            self.phase_col += frame.adv_col
+            self.phase_row_abs += abs(frame.adv_row)
+            self.phase_col_abs += abs(frame.adv_col)
+        self.last_on = frame.index
+        self.keep(frame)
+
+    def keep(self, frame: _Frame) -> None:
+        self.low_power = max(self.low_power, frame.low)
+        self.high_power = max(self.high_power, frame.high)
+        self.low_sum += frame.low
+        self.high_sum += frame.high
+        self.energy_sum += frame.energy
+        self.frames.append((frame.index, frame.low + frame.high, frame.clean))
         if len(self.frames) > 2 * _EDGE_FRAMES:
             self.middle += 1
             self.unclean_middle += not self.frames.pop(_EDGE_FRAMES)[2]
@@ -181,16 +187,25 @@ class DtmfDetector:
         harmonics = 2.0 * np.array(COLUMN_HZ)
         angles_h = 2.0 * np.pi * np.outer(n, np.concatenate([tones, harmonics])) / sample_rate
         angles_r = 2.0 * np.pi * np.outer(n, tones) / sample_rate
-        # Columns: Hann cos/sin for 8 tones + 4 harmonics, rectangular cos/sin for 8 tones, Hann^2 for energy.
+        # The frame's lowest DFT bins below limits.ignore_below_hz: their energy (mains hum, its
+        # first harmonics, DC) is left out of the frame energy the tones are measured against.
+        bins = math.ceil(limits.ignore_below_hz * self._frame / sample_rate)
+        angles_l = 2.0 * np.pi * np.outer(n, np.arange(bins)) / self._frame
+        # Columns: Hann cos/sin for 8 tones + 4 harmonics, rectangular cos/sin for 8 tones, low bins.
         self._basis = np.concatenate(
             [
                 window[:, None] * np.cos(angles_h),
                 -window[:, None] * np.sin(angles_h),
                 np.cos(angles_r),
                 -np.sin(angles_r),
+                window[:, None] * np.cos(angles_l),
+                window[:, None] * np.sin(angles_l[:, 1:]),
             ],
             axis=1,
         )
+        # Parseval over N bins: bin 0 counts once, the others also stand for their mirror images.
+        self._low_weights = np.full(max(0, 2 * bins - 1), 2.0 / self._frame)
+        self._low_weights[:1] /= 2.0
         # A Hann-windowed tone of amplitude A gives |X| = A * sum(w) / 2; these map |X|^2 to A^2.
         self._hann_gain = 4.0 / float(window.sum()) ** 2
         self._rect_gain = 4.0 / float(self._frame) ** 2
@@ -240,7 +255,10 @@ class DtmfDetector:
         hann = spectrum[:, :12] + 1j * spectrum[:, 12:24]
         rect = spectrum[:, 24:32] ** 2 + spectrum[:, 32:40] ** 2
         power = (hann.real**2 + hann.imag**2) * self._hann_gain
-        energy = (frames**2) @ self._window_sq * self._energy_gain
+        energy = (frames**2) @ self._window_sq
+        if self._low_weights.size:
+            energy = np.maximum(energy - spectrum[:, 40:] ** 2 @ self._low_weights, 0.0)
+        energy *= self._energy_gain
         tones = hann[:, :8]
         previous = np.empty_like(tones)
         previous[0] = self._previous if self._previous is not None else 0.0
@@ -258,26 +276,19 @@ class DtmfDetector:
 
         digits: list[DtmfDigit] = []
         indices = np.flatnonzero(valid)
-        for k, is_clean, digit_code, p_low, p_high, e, adv_row, adv_col in zip(
+        for k, digit_code, p_low, p_high, e, adv_row, adv_col, is_clean in zip(
             indices.tolist(),
-            clean[indices].tolist(),
             (row[indices] * 4 + col[indices]).tolist(),
             p_row[indices].tolist(),
             p_col[indices].tolist(),
             energy[indices].tolist(),
             advance[indices, row[indices]].tolist(),
             advance[indices, 4 + col[indices]].tolist(),
+            clean[indices].tolist(),
             strict=True,
         ):
             self._close_if_gap(first + k, digits)
-            self._take(
-                first + k,
-                digit_code,
-                powers=(p_low, p_high, e),
-                advances=(adv_row, adv_col),
-                clean=is_clean,
-                digits=digits,
-            )
+            self._take(_Frame(first + k, digit_code, p_low, p_high, e, adv_row, adv_col, is_clean))
         self._close_if_gap(self._frames_done, digits)
         return digits
 
@@ -296,9 +307,11 @@ class DtmfDetector:
         valid &= p_row + p_col >= self._limits.frame_energy_ratio * energy
         # A frame at a tone's edge can show a few dB more twist than the tone; the run's peak
         # powers decide the twist, this only sheds frames that are nothing like a digit.
+        limits = self._limits
         twist = p_col / np.maximum(p_row, 1e-30)
-        valid &= (twist <= 10.0 ** ((MAX_TWIST_DB + 6.0) / 10.0)) & (twist >= 10.0 ** ((MIN_TWIST_DB - 6.0) / 10.0))
-        valid &= power[picks, 8 + col] * 10.0 ** (MIN_HARMONIC_RATIO_DB / 10.0) <= p_col
+        valid &= twist <= 10.0 ** ((limits.max_twist_db + 6.0) / 10.0)
+        valid &= twist >= 10.0 ** ((limits.min_twist_db - 6.0) / 10.0)
+        valid &= power[picks, 8 + col] * 10.0 ** (limits.harmonic_ratio_db / 10.0) <= p_col
         result: NDArray[np.bool_] = valid
         return result
 
@@ -318,44 +331,28 @@ class DtmfDetector:
         clean: NDArray[np.bool_] = (others_row * peak_ratio <= best_row) & (others_col * peak_ratio <= best_col)
         return clean
 
-    def _take(
-        self,
-        index: int,
-        digit: int,
-        *,
-        powers: tuple[float, float, float],
-        advances: tuple[complex, complex],
-        clean: bool,
-        digits: list[DtmfDigit],
-    ) -> None:
-        p_low, p_high, energy = powers
-        adv_row, adv_col = advances
+    def _take(self, frame: _Frame) -> None:
         run = self._run
-        if run is not None and run.digit != digit:
-            self._emit(run, digits)
-            run = None
-        power = p_low + p_high
         if run is None:
-            run = self._run = _Run(digit=digit, peak=power, last_on=index)
-            run.add(index, power, clean)
-            run.tally(p_low, p_high, energy)
-            return
-        run.peak = max(run.peak, power)
-        if power * 4.0 < run.peak:
-            return
-        if index - 1 == run.last_on:
-            run.phase_row += adv_row
-            run.phase_col += adv_col
-            run.phase_row_abs += abs(adv_row)
-            run.phase_col_abs += abs(adv_col)
-        run.last_on = index
-        run.add(index, power, clean)
-        run.tally(p_low, p_high, energy)
+            self._run = _Run.begin(frame)
+        elif frame.digit == run.digit:
+            run.rival = None
+            run.take(frame)
+        elif run.rival is not None and run.rival.digit == frame.digit:
+            run.rival.take(frame)
+        else:
+            # In noise a frame or two inside a tone can name a neighbouring digit. Like a
+            # drop-out, that must not split the tone (which would lose it or report it twice);
+            # if the other digit lasts longer than a drop-out, _close_if_gap hands over to it.
+            run.rival = _Run.begin(frame)
 
     def _close_if_gap(self, index: int, digits: list[DtmfDigit]) -> None:
         run = self._run
         if run is not None and index - run.last_on - 1 > MAX_GAP_HOPS:
             self._emit(run, digits)
+            if run.rival is not None:
+                self._run = run.rival
+                self._close_if_gap(index, digits)
 
     def _emit(self, run: _Run, digits: list[DtmfDigit]) -> None:
         self._run = None
@@ -374,8 +371,12 @@ class DtmfDetector:
             return None
         # Only frames wholly inside the tone are held to the peak-ratio check: neither end frame,
         # nor one the tone only partly covers (a cut-off tone spreads over its neighbours). Noise
-        # may spoil one frame in four.
-        core = [clean for index, power, clean in run.frames if first < index < last and power >= 0.8 * run.peak]
+        # may spoil one frame in four. "Wholly inside" is judged against the strongest frame
+        # between the ends, not the run's peak: in noise an end frame can outshine every frame
+        # of the tone itself, and then no frame would be held to the check and the digit is lost.
+        inside = [(power, clean) for index, power, clean in run.frames if first < index < last]
+        top = max((power for power, _ in inside), default=0.0)
+        core = [clean for power, clean in inside if power >= 0.8 * top]
         unclean = core.count(False) + run.unclean_middle
         if not core or 4 * unclean > len(core) + run.middle:
             return None
@@ -388,13 +389,13 @@ class DtmfDetector:
             if total <= 0.0 or abs(phase) < self._limits.coherence * total:
                 return None
             offset_hz = math.atan2(phase.imag, phase.real) / self._hop_rad_per_hz
-            if abs(offset_hz) > FREQ_TOLERANCE * nominal:
+            if abs(offset_hz) > self._limits.freq_tolerance * nominal:
                 return None
             gains.append(self._window_gain(offset_hz))
         low, high = run.low_power / gains[0], run.high_power / gains[1]
         if min(low, high) < 0.5 * 10.0 ** (MIN_TONE_DBFS / 10.0):
             return None
-        if not MIN_TWIST_DB <= 10.0 * math.log10(high / low) <= MAX_TWIST_DB:
+        if not self._limits.min_twist_db <= 10.0 * math.log10(high / low) <= self._limits.max_twist_db:
             return None
         if run.low_sum / gains[0] + run.high_sum / gains[1] < self._limits.energy_ratio * run.energy_sum:
             return None

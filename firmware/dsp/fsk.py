@@ -12,26 +12,25 @@ The demodulator works on one burst-sized stretch of audio at 8000 or 16000 Hz:
    over one bit, which is the matched filter for a bit ending at each sample;
 3. the soft decision is ``|mark| - g * |space|``, with ``g`` levelling the two
    tones (twist) and the whole scaled to about +-1;
-4. the mark preamble is where that decision stays high for 32 bits; the tone
-   there tells Bell 202 from V.23 (they are 100 Hz apart, which survives a 2 %
-   frequency offset) and gives the frequency offset, which the correlators then
-   follow;
-5. every byte is found by its start-bit edge: the first byte needs a right start
-   and stop bit; each next edge is expected ten bits after the last one and
-   followed half way if found near there. A byte is read where one is due unless
-   the line clearly holds mark there (idle mark between bytes is allowed), so one
-   bad stop bit costs a checksum, not the clock;
-6. the byte edges are levelled onto one bit clock line, and the whole message is
-   read again coherently: a two-state Viterbi over the bits whose paths each
-   track the carrier phase (the burst is phase-continuous, so a bit's tone shows
-   a phase known from the bits before it), with start and stop bits known. A few
-   clock shifts, and tone switches on whole samples or between them, are tried
-   and the best metric kept. Each data bit's soft value (the soft-output Viterbi
-   margin) is kept, for the caller ID layer to judge how sure the reading is.
+4. the mark preamble is where that decision stays high for 32 bits (dips in
+   noise or a short dropout do not end it); its middle tells Bell 202 from
+   V.23 (they are 100 Hz apart, which survives a 2 % frequency offset) and gives
+   the frequency offset, which the correlators then follow;
+5. every byte is found by its start-bit edge (``firmware.dsp.fskbytes``): the
+   first byte needs a right start bit and a value at most one bit from an
+   accepted message type; each next one is expected ten bits after the last;
+6. the message is read again coherently (``firmware.dsp.fsksequence``), which
+   gives each data bit a soft value for the caller ID layer to judge how sure
+   the reading is, and the signal-to-noise ratio it was read at. If that reading
+   lengthens the message (its length byte was misread before), the bytes it
+   calls for are added on the clock and it is read again; if it does not give an
+   accepted type, the next candidate first byte is tried, a few at most.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from firmware.dsp.fskbytes import ByteReader, ReadBytes
+from firmware.dsp.fsksequence import reread
 from firmware.wire.errors import LinerecError
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "FskFrame",
     "FskStandard",
     "demodulate",
+    "demodulate_all",
     "fsk_burst",
 ]
 
@@ -80,12 +82,20 @@ _PROBE_SPACE_HZ = 2150.0
 _BAND_HZ = (900.0, 2600.0)
 _PREAMBLE_BITS = 32
 _PREAMBLE_LEVEL = 0.7
-_START_LEVEL = -0.2
-_MIN_BYTE_QUALITY = 0.25
-_MAX_IDLE_BITS = 20
-_IDLE_LEVEL = 0.5
-_SEARCH_BITS = 400
+_PREAMBLE_GAP_BITS = 32
 _MAX_OFFSET = 0.04
+# Framed bytes after the preamble tried as the message's first, in order, before giving up.
+_FIRST_BYTE_TRIES = 4
+# Coherent re-reads of one message: a corrected length byte may call for more bytes.
+_REREADS = 3
+# The first message's start is looked for this many bits after the preamble; a next
+# one's this many after the last one's end, and only after a bit that clearly sounds mark.
+_SEARCH_BITS = 400
+_NEXT_SEARCH_BITS = 60
+_NEXT_LEAD_LEVEL = 0.5
+# A type byte one bit from an accepted type is read as that type only if the bit is this unsure.
+_TYPE_DOUBT = 0.35
+_TYPE_SURE = 0.2
 
 
 def _standard(name: str) -> FskStandard:
@@ -174,6 +184,9 @@ class FskFrame:
     # Share of the start and stop bits whose tone, heard on its own, was the right one:
     # near 1 on a burst read in step, near a half when the bit clock slipped.
     framing: float = 1.0
+    # Bit energy over noise density (dB) measured by the coherent re-read; -inf when
+    # the message could not be re-read, so nothing relies on it being quiet.
+    snr_db: float = -math.inf
 
 
 def _analytic_band(x: NDArray[np.float64], sample_rate: int) -> NDArray[np.complex128]:
@@ -258,270 +271,38 @@ def _find_preamble(mark_on: NDArray[np.bool_], bit: float) -> _Preamble | None:
     first = int(np.argmax(held))
     if not held[first]:
         return None
-    drops = np.flatnonzero(~held[first:])
-    end = first + int(drops[0]) if len(drops) else len(held)
+    # In noise, or through a short dropout, the mark run's share dips below the level
+    # for a while; ending it there would leave too little of it to give the tone's
+    # frequency. It ends where the share stays low for as long as a window.
+    gap = round(_PREAMBLE_GAP_BITS * bit)
+    gone = np.flatnonzero(_moving_average((~held[first:]).astype(np.float64), gap) > 1.0 - 1e-9)
+    end = first + int(gone[0]) - gap + 1 if len(gone) else len(held)
     return _Preamble(first - width + 1, end)
 
 
-def _mark_frequency(x: NDArray[np.complex128], sample_rate: int, probe: float, length: int, where: _Preamble) -> float:
-    """The mark tone's frequency, from how fast the probe correlator turns over the preamble."""
-    # The ends of the held stretch may reach into the seizure or the data, whose space
-    # tone (louder with twist) would pull the estimate; the middle is pure mark.
+def _mark_frequency(
+    probe: float,
+    z: NDArray[np.complex128],
+    decision: NDArray[np.float64],
+    *,
+    where: _Preamble,
+    length: int,
+    sample_rate: int,
+) -> float:
+    """The mark tone's frequency, from how fast the probe correlator ``z`` turns from bit to bit over the preamble."""
+    # The ends of the held stretch may reach into the seizure or the data, and a
+    # dropout may lie within it; a space tone there (louder with twist) would pull the
+    # estimate, so the middle is used, and only pairs of bits that both sound mark.
     lo, hi = where.start + round(16 * length), where.end - round(24 * length)
     if hi - lo < 32 * length:
         lo, hi = where.start, where.end
-    z = _correlate(x[lo:hi], sample_rate, probe, length)[length:]
-    if len(z) <= length:
+    lo = max(lo, 2 * length)
+    pairs = z[lo:hi] * np.conj(z[lo - length : hi - length])
+    both = (decision[lo:hi] > 0.0) & (decision[lo - length : hi - length] > 0.0)
+    if both.sum() <= length:
         return probe
-    turn = np.angle(np.sum(z[length:] * np.conj(z[:-length])))
+    turn = np.angle(np.sum(pairs[both]))
     return probe + float(turn) * sample_rate / (2.0 * np.pi * length)
-
-
-class _Reader:
-    """Reads 8N1 bytes off a soft decision by their start-bit edges."""
-
-    def __init__(self, decision: NDArray[np.float64], bit: float, length: int) -> None:
-        self.d = decision
-        self.bit = bit
-        self.length = length
-        falls = np.flatnonzero((decision[:-1] >= 0.0) & (decision[1:] < 0.0))
-        a, b = decision[falls], decision[falls + 1]
-        # The correlator is half in the start bit at the zero crossing.
-        self.edges = falls + a / (a - b) - length / 2.0 + 1.0
-
-    def soft_bits(self, edge: float) -> tuple[float, ...]:
-        points = np.rint(edge + np.arange(1, 9) * self.bit + self.length - 1).astype(np.int64)
-        return tuple(float(v) for v in self.d[np.clip(points, 0, len(self.d) - 1)])
-
-    def byte_at(self, edge: float) -> tuple[int, bool, float] | None:
-        """(value, framing ok, quality) of the byte whose start bit begins at ``edge``."""
-        points = np.rint(edge + np.arange(10) * self.bit + self.length - 1).astype(np.int64)
-        if points[0] < 0 or points[-1] >= len(self.d):
-            return None
-        v = self.d[points]
-        value = int(np.sum((v[1:9] > 0.0).astype(np.int64) << np.arange(8)))
-        framed = bool(v[0] < _START_LEVEL and v[9] > 0.0)
-        return value, framed, float(np.mean(np.abs(v)))
-
-    def edges_between(self, low: float, high: float) -> NDArray[np.float64]:
-        lo, hi = np.searchsorted(self.edges, [low, high])
-        return self.edges[lo:hi]
-
-    def first_byte(self, after: float, accept: Callable[[int], bool]) -> tuple[float, int] | None:
-        for edge in self.edges_between(after, after + _SEARCH_BITS * self.bit):
-            got = self.byte_at(float(edge))
-            if got and got[1] and got[2] >= _MIN_BYTE_QUALITY and accept(got[0]):
-                return float(edge), got[0]
-        return None
-
-    def next_byte(self, last: float) -> tuple[float, int] | None:
-        expected = last + 10.0 * self.bit
-        near = self.edges_between(expected - self.bit / 2.0, expected + self.bit / 2.0)
-        # Follow the edge half way: noise moves single edges, the sender's clock does not.
-        edge = expected + 0.5 * (float(near[np.argmin(np.abs(near - expected))]) - expected) if len(near) else expected
-        got = self.byte_at(edge)
-        # A byte where one is due keeps the clock even with a bad stop bit (the checksum
-        # catches the error); only a clear mark there means the line idles between bytes.
-        if got and got[2] >= _MIN_BYTE_QUALITY and self.d[self._point(edge)] < _IDLE_LEVEL:
-            return edge, got[0]
-        for later in self.edges_between(expected + self.bit / 2.0, expected + _MAX_IDLE_BITS * self.bit):
-            got = self.byte_at(float(later))
-            if got and got[1] and got[2] >= _MIN_BYTE_QUALITY:
-                return float(later), got[0]
-        return None
-
-    def _point(self, edge: float) -> int:
-        return min(round(edge + self.length - 1), len(self.d) - 1)
-
-
-# Phase tracking in the sequence detector: how much of its phase reference each bit renews.
-_TRACK = 0.1
-# Known mark bits before the first start bit that set up the phase reference.
-_LEAD_BITS = 16
-# Where the bit clock's samples fall is tried at these shifts (samples) from the fitted line.
-_SHIFTS = tuple(np.arange(-1.0, 1.01, 0.25))
-# A bit is re-read only where the byte clock puts it within this share of a bit of the fitted line.
-_CLOCK_SLACK = 0.6
-
-
-def _clock_lines(edges: Sequence[float], bit: float) -> list[tuple[float, float]]:
-    """(first edge, byte period) of the bit clock lines worth trying for a message's bytes.
-
-    The bytes' start-bit edges are levelled onto one straight line (the sender's
-    clock does not wander; noise moves single edges), with the period fitted and
-    with the nominal period. Edges clearly off the line (idle mark between bytes,
-    or noise) do not pull it.
-    """
-    e = np.asarray(edges, dtype=np.float64)
-    index = np.arange(len(e), dtype=np.float64)
-    lines = []
-    for fitted in (False, True):
-        slope = 10.0 * bit
-        if fitted and len(e) < 8:
-            continue
-        near = np.ones(len(e), dtype=bool)
-        for _ in range(2):
-            if fitted:
-                slope, intercept = np.polyfit(index[near], e[near], 1)
-            else:
-                intercept = float(np.median((e - slope * index)[near]))
-            near = np.abs(e - intercept - slope * index) < _CLOCK_SLACK * bit
-            if near.sum() < max(3, len(e) // 2):
-                break
-        lines.append((float(intercept), float(slope)))
-    return lines
-
-
-def _bit_bounds(
-    edges: Sequence[float], bit: float, lead: int, line: tuple[float, float], shift: float
-) -> NDArray[np.float64]:
-    """Sample index where each bit of the message starts, and where the last one ends.
-
-    Edges near the clock line are moved onto it; each stop bit runs to the next
-    start bit, so any idle mark between bytes belongs to it.
-    """
-    e = np.asarray(edges, dtype=np.float64)
-    intercept, slope = line
-    on_line = intercept + slope * np.arange(len(e))
-    e = np.where(np.abs(e - on_line) < _CLOCK_SLACK * bit, on_line, e) + shift
-    starts = (e[:, None] + np.arange(10) * bit).ravel()
-    before = e[0] - np.arange(lead, 0, -1) * bit
-    return np.concatenate([before, starts, [e[-1] + 10.0 * bit]])
-
-
-def _tone_correlations(
-    x: NDArray[np.complex128],
-    sample_rate: int,
-    marks: tuple[float, float],
-    times: NDArray[np.float64],
-    bounds: NDArray[np.int64],
-) -> tuple[list[NDArray[np.complex128]], list[NDArray[np.complex128]]]:
-    """Per tone (space, mark): each bit's correlation with the tone started at its start, and the tone's turn."""
-    n = np.arange(len(x))
-    corr, turn = [], []
-    for f in (marks[1], marks[0]):
-        w = 2.0 * np.pi * f / sample_rate
-        total = np.concatenate([[0.0], np.cumsum(x * np.exp(-1j * w * n))])
-        corr.append((total[bounds[:, 1:]] - total[bounds[:, :-1]]) * np.exp(1j * w * times[:, :-1]))
-        turn.append(np.exp(1j * w * np.diff(times, axis=1)))
-    return corr, turn
-
-
-def _soft_traceback(back: NDArray[np.int64], lead_by: NDArray[np.float64], last: int) -> tuple[list[int], list[float]]:
-    """The kept path's bits, and per bit the smallest metric lead over a dropped path that read it otherwise.
-
-    Where a dropped path joins the kept one, its bits differ back to where the two
-    parted; they are traced back along the dropped path. The bit where they join
-    is rated with them (conservatively: it ends the doubtful stretch).
-    """
-    count = len(back)
-    states = [0] * count
-    state = last
-    for k in range(count - 1, -1, -1):
-        states[k] = state
-        state = int(back[k, state])
-    sure = [math.inf] * count
-    for k in range(1, count):
-        margin = float(lead_by[k, states[k]])
-        if not math.isfinite(margin):
-            continue
-        other = 1 - int(back[k, states[k]])
-        j = k - 1
-        while j >= 0 and other != states[j]:
-            sure[j] = min(sure[j], margin)
-            other = int(back[j, other])
-            j -= 1
-        if j < k - 1:
-            sure[k] = min(sure[k], margin)
-    return states, sure
-
-
-def _sequence_bits(
-    x: NDArray[np.complex128],
-    sample_rate: int,
-    marks: tuple[float, float],
-    clocks: Sequence[tuple[NDArray[np.float64], bool]],
-    lead: int,
-) -> tuple[list[int], list[float], float] | None:
-    """The most likely bit sequence of a phase-continuous burst, with how sure each bit is.
-
-    ``clocks`` are the bit clocks to try: each the times (in samples) where the
-    ``lead`` known mark bits and then the message bits (8N1 frames) start, the
-    last entry where the message ends, and whether the sender switches tone on
-    whole samples (a burst made at this rate) or anywhere between them.
-
-    Each bit's samples are correlated with the mark and the space tone started at
-    the bit's start; a bit of tone ``f`` lasting ``n`` samples turns the carrier
-    on by ``2 pi f n / rate``, so given the bits before it the phase each
-    correlation should show is known. A two-state trellis (the last bit) keeps per
-    path its own phase reference, renewed from the path's own correlations, so
-    the decision is coherent and uses that a wrong bit shifts the phase of every
-    bit after it. The clock with the best final metric is kept. Sureness of a bit
-    is the metric lead of the kept path over the best path that read the bit
-    otherwise (soft-output Viterbi), scaled so a clean bit reads about 1; the
-    last value is the share of start and stop bits whose own tone was the louder.
-    """
-    count = len(clocks[0][0]) - 1 if clocks else 0
-    if count <= lead or any(len(t) != count + 1 for t, _ in clocks):
-        return None
-    times = np.stack([np.ceil(t - 0.5) if whole else t for t, whole in clocks])
-    bounds = np.ceil(times - 1e-9).astype(np.int64)
-    keep = (bounds[:, 0] >= 0) & (bounds[:, -1] <= len(x))
-    if not keep.any():
-        return None
-    times, bounds = times[keep], bounds[keep]
-    # corr[b], turn[b]: (clock, bit); b = 0 space, 1 mark.
-    corr, turn = _tone_correlations(x, sample_rate, marks, times, bounds)
-    size = np.maximum(np.diff(bounds, axis=1), 1).astype(np.float64)
-    # Each tone's level per sample (the tones may differ: twist), from the bits where it is the louder.
-    louder = np.abs(corr[1]) > np.abs(corr[0])
-    level = [
-        np.array([np.median(np.abs(c[i][m[i]]) / size[i][m[i]]) if m[i].any() else 0.0 for i in range(len(c))])
-        for c, m in ((corr[0], ~louder), (corr[1], louder))
-    ]
-    known = np.full(count, -1)
-    known[:lead] = 1
-    known[lead::10] = 0
-    known[lead + 9 :: 10] = 1
-    clocks_n = len(times)
-    rows = np.arange(clocks_n)
-    metric = np.array([[-np.inf, 0.0]] * clocks_n)
-    phase = np.ones((clocks_n, 2), dtype=np.complex128)
-    ref = np.zeros((clocks_n, 2), dtype=np.complex128)
-    back = np.zeros((count, clocks_n, 2), dtype=np.int64)
-    lead_by = np.zeros((count, clocks_n, 2))
-    for k in range(count):
-        unit = np.where(ref != 0, ref / np.maximum(np.abs(ref), 1e-300), 1.0)
-        new_metric, new_phase, new_ref = np.empty_like(metric), np.empty_like(phase), np.empty_like(ref)
-        for b in (0, 1):
-            seen = corr[b][:, k, None] * np.conj(phase)
-            gain = level[b][:, None] * ((seen * np.conj(unit)).real - 0.5 * level[b][:, None] * size[:, k, None])
-            cand = metric + gain
-            if known[k] == 1 - b:
-                cand = np.full_like(cand, -np.inf)
-            came = np.argmax(cand, axis=1)
-            best = cand[rows, came]
-            other = cand[rows, 1 - came]
-            back[k, :, b] = came
-            lead_by[k, :, b] = np.where(np.isfinite(other), best - np.where(np.isfinite(other), other, 0.0), np.inf)
-            new_metric[:, b] = best
-            new_phase[:, b] = phase[rows, came] * turn[b][:, k]
-            new_ref[:, b] = (1.0 - _TRACK) * ref[rows, came] + seen[rows, came]
-        metric, phase, ref = new_metric, new_phase, new_ref
-    # The best clock, judged per bit and per unit of signal so twist or level does not favour one.
-    top = np.maximum(level[0], level[1])
-    scale = top * top * np.mean(size, axis=1)
-    final = np.max(metric, axis=1) / np.maximum(scale, 1e-300)
-    pick = int(np.argmax(final))
-    if not np.isfinite(final[pick]) or scale[pick] <= 0.0:
-        return None
-    states, sure = _soft_traceback(back[:, pick, :], lead_by[:, pick, :], int(np.argmax(metric[pick])))
-    unit_size = float(scale[pick])
-    bits = states
-    is_frame = known[lead:] >= 0
-    chosen = np.abs(corr[1][pick, lead:]) > np.abs(corr[0][pick, lead:])
-    framing = float(np.mean(chosen[is_frame] == (known[lead:][is_frame] == 1))) if is_frame.any() else 0.0
-    return bits[lead:], [min(v / (2.0 * unit_size), 2.0) for v in sure[lead:]], framing
 
 
 def _choose(
@@ -533,13 +314,14 @@ def _choose(
         probe_mark, probe_space = plans[0].mark_hz, plans[0].space_hz
     else:
         probe_mark, probe_space = _PROBE_MARK_HZ, _PROBE_SPACE_HZ
-    soft = _soft(_correlate(x, sample_rate, probe_mark, length), _correlate(x, sample_rate, probe_space, length))
+    mark = _correlate(x, sample_rate, probe_mark, length)
+    soft = _soft(mark, _correlate(x, sample_rate, probe_space, length))
     if soft is None:
         return None
     preamble = _find_preamble(soft.mark_on, bit)
     if preamble is None:
         return None
-    mark_hz = _mark_frequency(x, sample_rate, probe_mark, length, preamble)
+    mark_hz = _mark_frequency(probe_mark, mark, soft.decision, where=preamble, length=length, sample_rate=sample_rate)
     plan = min(plans, key=lambda p: abs(math.log(mark_hz / p.mark_hz)) if mark_hz > 0 else 0.0)
     offset = min(max(mark_hz / plan.mark_hz - 1.0, -_MAX_OFFSET), _MAX_OFFSET)
     return plan, offset, preamble
@@ -554,11 +336,33 @@ def demodulate(
     wanted: Callable[[bytes], int | None] = lambda _data: None,
     max_bytes: int = 260,
 ) -> FskFrame | None:
-    """Read the bytes of the first FSK burst in ``audio`` (8000 or 16000 Hz); None if there is none.
+    """Read the bytes of the first message of the first FSK burst in ``audio``; None if there is none.
 
-    ``accept_first`` vets the first byte after the mark preamble (a message type);
-    ``wanted`` says, from the bytes so far, how many bytes the message has, so
-    reading stops there instead of running into whatever follows.
+    The arguments are those of :func:`demodulate_all`.
+    """
+    frames = demodulate_all(
+        audio, sample_rate, standards=standards, accept_first=accept_first, wanted=wanted, max_bytes=max_bytes, most=1
+    )
+    return frames[0] if frames else None
+
+
+def demodulate_all(
+    audio: NDArray[np.float64],
+    sample_rate: int,
+    *,
+    standards: Sequence[str] = ("bell202", "v23"),
+    accept_first: Callable[[int], bool] = lambda _byte: True,
+    wanted: Callable[[bytes], int | None] = lambda _data: None,
+    max_bytes: int = 260,
+    most: int = 4,
+) -> list[FskFrame]:
+    """Read the bytes of every message in the first FSK burst in ``audio`` (8000 or 16000 Hz), in order.
+
+    ``accept_first`` vets each message's first byte (a message type); ``wanted``
+    says, from the bytes so far, how many bytes the message has, so reading stops
+    there instead of running into whatever follows. The first message follows the
+    mark preamble; a sender may follow it with more on the same seizure (ETSI),
+    each starting after a mark bit within a few bits of the last one's end.
     """
     if sample_rate not in NATIVE_RATES:
         msg = f"FSK demodulator runs at {' or '.join(map(str, NATIVE_RATES))} Hz, not {sample_rate} Hz"
@@ -567,69 +371,106 @@ def demodulate(
     length = round(bit)
     samples = np.asarray(audio, dtype=np.float64)
     if len(samples) < 64 * bit or not np.all(np.isfinite(samples)):
-        return None
+        return []
     x = _analytic_band(samples, sample_rate)
     chosen = _choose(x, sample_rate, standards, length, bit)
     if chosen is None:
-        return None
+        return []
     plan, offset, preamble = chosen
-    scale = 1.0 + offset
-    soft = _soft(
-        _correlate(x, sample_rate, plan.mark_hz * scale, length),
-        _correlate(x, sample_rate, plan.space_hz * scale, length),
-    )
+    marks = (plan.mark_hz * (1.0 + offset), plan.space_hz * (1.0 + offset))
+    soft = _soft(_correlate(x, sample_rate, marks[0], length), _correlate(x, sample_rate, marks[1], length))
     if soft is None:
-        return None
-    reader = _Reader(soft.decision, bit, length)
-    first = reader.first_byte(preamble.start + _PREAMBLE_BITS * bit - length, accept_first)
-    if first is None:
-        return None
-    edge, value = first
-    start, data, edges = edge, bytearray((value,)), [edge]
-    while len(data) < max_bytes:
-        need = wanted(bytes(data))
-        if need is not None and len(data) >= need:
+        return []
+    reader = ByteReader(soft.decision, bit, length)
+    accepted = frozenset(v for v in range(256) if accept_first(v))
+    # A type byte read with one bit wrong still marks where the message starts; the
+    # coherent re-read, or failing that its soft bits, must then make it an accepted type.
+    near = accepted | {v ^ (1 << place) for v in accepted for place in range(8)}
+    frames: list[FskFrame] = []
+    starts = reader.first_bytes(preamble.start + _PREAMBLE_BITS * bit - length, near, span=_SEARCH_BITS)
+    while len(frames) < most:
+        for edge, value in itertools.islice(starts, _FIRST_BYTE_TRIES):
+            read = reader.follow(edge, value, wanted, max_bytes)
+            message = _typed(
+                _read_message(x, sample_rate, reader, marks, read, wanted=wanted, most=max_bytes), accepted
+            )
+            if message is not None:
+                break
+        else:
             break
-        got = reader.next_byte(edge)
-        if got is None:
-            break
-        edge, value = got
-        data.append(value)
-        edges.append(edge)
-    # Bytes the old reader lost, where the message says there are more, lie on the clock.
-    need = wanted(bytes(data))
-    while need is not None and len(data) < min(need, max_bytes) and edge + 20.0 * bit + length < len(x):
-        edge += 10.0 * bit
-        read_here = reader.byte_at(edge)
-        data.append(read_here[0] if read_here else 0)
-        edges.append(edge)
-    soft_bits = tuple(reader.soft_bits(e) for e in edges)
-    framing = 1.0
-    marks = (plan.mark_hz * scale, plan.space_hz * scale)
-    # Each byte's own start-bit edge, not the followed one, for the clock line.
-    raw_edges = []
-    for e in edges:
-        near = reader.edges_between(e - bit / 2.0, e + bit / 2.0)
-        raw_edges.append(float(near[np.argmin(np.abs(near - e))]) if len(near) else e)
-    clocks = [
-        (_bit_bounds(raw_edges, bit, _LEAD_BITS, line, shift), whole)
-        for line in _clock_lines(raw_edges, bit)
-        for shift in _SHIFTS
-        for whole in (True, False)
-    ]
-    read = _sequence_bits(x, sample_rate, marks, clocks, _LEAD_BITS)
-    if read is not None:
-        bits, sure, framing = read
-        frames = np.asarray(bits, dtype=np.int64).reshape(len(edges), 10)[:, 1:9]
-        data = bytearray(int(v) for v in np.sum(frames << np.arange(8), axis=1))
-        signs = np.where(frames > 0, 1.0, -1.0) * np.asarray(sure).reshape(len(edges), 10)[:, 1:9]
-        soft_bits = tuple(tuple(float(v) for v in row) for row in signs)
-    return FskFrame(
-        standard=plan.name,
-        data=bytes(data),
-        start=round(start),
-        byte_ends=tuple(round(e + 10.0 * bit) for e in edges),
-        freq_offset=offset,
-        soft_bits=soft_bits,
-        framing=framing,
+        frames.append(
+            FskFrame(
+                standard=plan.name,
+                data=message.data,
+                start=round(edge),
+                byte_ends=tuple(round(e + 10.0 * bit) for e in message.edges),
+                freq_offset=offset,
+                soft_bits=message.soft_bits,
+                framing=message.framing,
+                snr_db=message.snr_db,
+            )
+        )
+        end = message.edges[min(wanted(message.data) or len(message.data), len(message.edges)) - 1] + 10.0 * bit
+        starts = reader.first_bytes(end - length, near, span=_NEXT_SEARCH_BITS, lead_level=_NEXT_LEAD_LEVEL)
+    return frames
+
+
+@dataclass(frozen=True, slots=True)
+class _Message:
+    data: bytes
+    edges: tuple[float, ...]
+    soft_bits: tuple[tuple[float, ...], ...]
+    framing: float
+    snr_db: float
+
+
+def _typed(message: _Message, accepted: frozenset[int]) -> _Message | None:
+    """``message`` with its type byte read as an accepted type, if one doubtful bit is all between; else None.
+
+    The type is one of a few values, so a doubtful bit that alone keeps it from
+    being one is the bit misread; the checksum, which covers the type, checks it.
+    The rest of the byte must be sure (but for the bit's neighbours, which the
+    sequence detector doubts along with it): in a dropout or in noise every bit
+    is doubtful, and one of them would always do.
+    """
+    value, soft = message.data[0], message.soft_bits[0]
+    if value in accepted:
+        return message
+    flips = sorted((abs(soft[place]), place) for place in range(8) if value ^ (1 << place) in accepted)
+    if not flips or flips[0][0] >= _TYPE_DOUBT:
+        return None
+    place = flips[0][1]
+    if any(abs(soft[p]) < _TYPE_SURE for p in range(8) if abs(p - place) > 1):
+        return None
+    bits = tuple(-v if p == place else v for p, v in enumerate(soft))
+    data = bytes((value ^ (1 << place),)) + message.data[1:]
+    return dataclasses.replace(message, data=data, soft_bits=(bits, *message.soft_bits[1:]))
+
+
+def _read_message(
+    x: NDArray[np.complex128],
+    sample_rate: int,
+    reader: ByteReader,
+    marks: tuple[float, float],
+    read: ReadBytes,
+    *,
+    wanted: Callable[[bytes], int | None],
+    most: int,
+) -> _Message:
+    """The message the edge reader found, read again coherently.
+
+    The re-read may put right a length byte the edge reader got wrong; the bytes
+    that length calls for are then added on the clock and the message read again.
+    """
+    message = _Message(
+        bytes(read.data), tuple(read.edges), tuple(reader.soft_bits(e) for e in read.edges), 1.0, -math.inf
     )
+    for attempt in range(_REREADS):
+        again = reread(x, sample_rate, marks, reader.own_edges(read.edges), reader.bit)
+        if again is None:
+            break
+        message = _Message(again.data, tuple(read.edges), again.soft_bits, again.framing, again.snr_db)
+        read.data[:] = again.data
+        if attempt == _REREADS - 1 or not reader.read_on(read, wanted(again.data), most):
+            break
+    return message

@@ -33,6 +33,9 @@ class ToneSpec:
     tolerance: float
     tolerance_s: float
     guard_s: float
+    # Amplitude modulation of every frequency, Hz (0: none): the tone also has energy this far
+    # either side of each frequency, and its level swings at this rate.
+    modulation_hz: float = 0.0
 
     def fits(self, measured: float, nominal: float) -> bool:
         """True if a measured on or off period matches a nominal one."""
@@ -56,10 +59,14 @@ class TonePlan:
     max_dbfs: float
     # Distinct frequency sets, in a fixed order; a frame label is an index into this.
     groups: tuple[tuple[float, ...], ...] = field(init=False)
+    # Per set, how far its tones' modulation spreads each frequency, Hz (the largest of them).
+    spreads: tuple[float, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         groups = sorted({step for tone in self.tones for step in tone.steps})
+        spreads = [max((t.modulation_hz for t in self.tones if g in t.steps), default=0.0) for g in groups]
         object.__setattr__(self, "groups", tuple(groups))
+        object.__setattr__(self, "spreads", tuple(spreads))
 
     def tone(self, name: str) -> ToneSpec:
         """The named tone; ConfigError if this plan has none."""
@@ -121,6 +128,7 @@ def _tone(name: str, row: object, defaults: dict[str, Any], where: str) -> ToneS
         tolerance=_number(row, "tolerance", defaults.get("tolerance", 0.1), where, low=0.0, high=0.5),
         tolerance_s=_number(row, "tolerance_s", defaults.get("tolerance_s", 0.04), where, low=0.0, high=0.5),
         guard_s=_number(row, "guard_s", defaults.get("guard_s", 0.7), where, low=0.0, high=10.0),
+        modulation_hz=_number(row, "modulation_hz", 0.0, where, low=0.0, high=50.0),
     )
 
 
@@ -135,6 +143,22 @@ def _check_dial_like(plan: TonePlan) -> None:
                         tone.min_s,
                         f"more than the {on} s on period of {other.name}",
                     )
+
+
+def _check_modulation(plan: TonePlan) -> None:
+    """A modulated tone's sidebands must not reach another tone's frequency, or one is heard as the other."""
+    tolerance = plan.frequency_tolerance
+    for tone in (t for t in plan.tones if t.modulation_hz):
+        for step in tone.steps:
+            for other in sorted({f for g in plan.groups for f in g} - set(step)):
+                for f in step:
+                    room = max(0.0, abs(other - f) - tolerance * (f + other))
+                    if tone.modulation_hz >= room:
+                        raise _fail(
+                            f"country.{plan.country}.{tone.name}.modulation_hz",
+                            tone.modulation_hz,
+                            f"less than {room:g}, or {f:g} Hz with its sidebands takes in {other:g} Hz of another tone",
+                        )
 
 
 def parse_tone_plans(data: dict[str, Any]) -> dict[str, TonePlan]:
@@ -160,6 +184,7 @@ def parse_tone_plans(data: dict[str, Any]) -> dict[str, TonePlan]:
             max_dbfs=_number(defaults, "max_dbfs", 0.0, "defaults", low=-90.0, high=6.0),
         )
         _check_dial_like(plan)
+        _check_modulation(plan)
         plans[key] = plan
     return plans
 

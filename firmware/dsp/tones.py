@@ -75,6 +75,7 @@ class _FrameAnalyser:
         self.starts = np.searchsorted(np.asarray(owner), np.arange(len(freqs)))
         self.members = [np.asarray([freqs.index(f) for f in g]) for g in plan.groups]
         self.sizes = np.asarray([len(g) for g in plan.groups], dtype=np.float64)
+        self.spreads = plan.spreads
         self.short = self._subspaces(plan.groups, self.n)
         self.long = self._subspaces(plan.groups, 2 * self.n)
         arg = 2.0 * np.pi * np.arange(2 * self.n)[:, None] * np.asarray(probes)[None, :] / sample_rate
@@ -89,14 +90,15 @@ class _FrameAnalyser:
         """Per set, an orthonormal basis of its frequency bands over ``length`` samples, side by side."""
         t = np.arange(length)[:, None] / self.rate
         spaces, starts, at = [], [], 0
-        for group in groups:
-            # Sinusoids across each frequency's tolerance band; their span is the set's subspace,
-            # so two close tones are measured together without counting their overlap twice.
+        for group, spread in zip(groups, self.spreads, strict=True):
+            # Sinusoids across each frequency's tolerance band, widened by a modulated tone's
+            # sidebands; their span is the set's subspace, so two close tones (or a carrier and
+            # its sidebands) are measured together without counting their overlap twice. Without
+            # the sidebands a deeply modulated tone falls short of DOMINANCE in every other frame.
             step = 0.3 * self.rate / length
-            count = [max(2, math.ceil(f * self.tolerance / step)) for f in group]
-            band = [
-                f * (1.0 + self.tolerance * k / c) for f, c in zip(group, count, strict=True) for k in range(-c, c + 1)
-            ]
+            half = [f * self.tolerance + spread for f in group]
+            count = [max(2, math.ceil(h / step)) for h in half]
+            band = [f + h * k / c for f, h, c in zip(group, half, count, strict=True) for k in range(-c, c + 1)]
             arg = 2.0 * np.pi * t * np.asarray(band)[None, :]
             u, sv, _ = np.linalg.svd(np.hstack([np.cos(arg), np.sin(arg)]), full_matrices=False)
             space = u[:, sv > 0.05 * sv[0]]
@@ -440,11 +442,16 @@ def generate_tone(
     seconds: float,
     level_dbfs: float = -15.0,
     detune: float = 0.0,
+    modulation_depth: float = 1.0,
+    phase: float = 0.0,
 ) -> NDArray[np.float64]:
     """``seconds`` of ``country``'s ``tone`` at ``level_dbfs`` RMS while on, as float in int16 units.
 
     A repeating cadence cycles; an alert sent once is followed by silence.
     ``detune`` shifts every frequency by that fraction, as an exchange off nominal would.
+    A tone the plan gives a ``modulation_hz`` is amplitude-modulated at that rate to
+    ``modulation_depth`` (1.0: the level swings down to nothing; 2.0: the carrier and both
+    sidebands equally strong), starting ``phase`` radians into the swing.
     """
     spec = load_tone_plan(country).tone(tone)
     n = round(seconds * sample_rate)
@@ -465,4 +472,7 @@ def generate_tone(
         on = (t >= begin) & (t < end)
         wave = sum(np.sin(2.0 * np.pi * f * (1.0 + detune) * t[on]) for f in freqs)
         out[on] = amplitude * math.sqrt(2.0 / len(freqs)) * np.asarray(wave)
+    if spec.modulation_hz:
+        swing = 1.0 + modulation_depth * np.cos(2.0 * np.pi * spec.modulation_hz * t + phase)
+        out *= swing / math.sqrt(1.0 + modulation_depth**2 / 2.0)
     return out

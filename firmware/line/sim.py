@@ -54,6 +54,11 @@ __all__ = [
 ]
 
 
+# The board's hybrid sends what the recorder plays back into its own capture at about half
+# the level (-6 dB); the simulated line does the same, so notices end up in recordings.
+PLAYBACK_ECHO = 0.5
+
+
 class SimLine(LineBackend):
     """A phone line that plays scripted calls; see the module docstring.
 
@@ -106,6 +111,8 @@ class SimLine(LineBackend):
         self._pending: list[tuple[int, int, LineEvent]] = []
         self._order = itertools.count()
         self._next_frame = 0
+        # Audio the recorder played to the line: (first frame, samples), heard back in the capture.
+        self._played: deque[tuple[int, NDArray[np.float64]]] = deque()
         self._closed = False
         self._exhausted = False
 
@@ -213,6 +220,12 @@ class SimLine(LineBackend):
             lo, hi = max(layer.start, first), min(layer.end, first + n)
             if lo < hi:
                 out[lo - first : hi - first] += layer.render(lo - layer.start, hi - lo)
+        while self._played and self._played[0][0] + len(self._played[0][1]) <= first:
+            self._played.popleft()
+        for start, played in self._played:
+            lo, hi = max(start, first), min(start + len(played), first + n)
+            if lo < hi:
+                out[lo - first : hi - first] += played[lo - start : hi - start]
         return np.clip(np.rint(out), -32768, 32767).astype(np.int16)
 
     def set_hook(self, off_hook: bool) -> None:
@@ -244,15 +257,18 @@ class SimLine(LineBackend):
             heapq.heappush(self._pending, (frame, next(self._order), cut))
 
     def play(self, audio: NDArray[np.int16]) -> None:
-        """Record the request; the simulated line does not mix played audio back in."""
+        """Play to the line from the next block on; the capture hears it back, as a hybrid would."""
         if audio.dtype != np.int16 or audio.ndim != 1:
             msg = f"play() takes int16 mono audio, not {audio.dtype} with shape {audio.shape}"
             raise LineError(msg)
         self.requests.append((self.clock.now(), f"play {len(audio)} frames"))
+        start = max(self._next_frame, self._played[-1][0] + len(self._played[-1][1]) if self._played else 0)
+        self._played.append((start, audio.astype(np.float64) * PLAYBACK_ECHO))
 
     def close(self) -> None:
         """Stop the script; later reads return None."""
         self._closed = True
+        self._played.clear()
         self._active.clear()
         self._layers.clear()
         self._pending.clear()
