@@ -56,6 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     selftest = sub.add_parser("selftest", help="check the line, sound card, broker, keys and spool")
     selftest.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
 
+    consent = sub.add_parser(
+        "consent",
+        help="the consent rule a call from NUMBER gets, and why; or 'consent prompt' to make a spoken notice",
+    )
+    consent.add_argument(
+        "number", nargs="?", default="", help="as caller ID gives it; empty or 'withheld' if withheld; or 'prompt'"
+    )
+    consent.add_argument("--device-region", metavar="REGION", help="where the device is, e.g. US-NY, GB (default US)")
+    consent.add_argument("--config", type=Path, help="take the region and number lists from this device.toml")
+    consent.add_argument("--json", action="store_true", help="print the decision as one JSON object")
+    consent.add_argument("--text", help="prompt: what the notice says")
+    consent.add_argument("--out", type=Path, help="prompt: the audio file to write (.wav, .flac or .opus)")
+    consent.add_argument("--voice", default="en", help="prompt: the espeak-ng voice (default en)")
+    consent.add_argument("--rate", type=int, default=8000, help="prompt: sample rate (default 8000)")
+
     keys = sub.add_parser("keys", help="the device's signing key")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     show = keys_sub.add_parser("show", help="print the public key to enrol on the agent (creates the key)")
@@ -82,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             return _decode(args)
         if args.command == "trim":
             return _trim(args)
+        if args.command == "consent":
+            return _consent(args)
         return _run(args.config)
     except LinerecError as exc:
         print(f"linerec: error: {exc}", file=sys.stderr)
@@ -124,6 +141,49 @@ def _trim(args: argparse.Namespace) -> int:
         print(f"linerec: error: {exc}", file=sys.stderr)
         return 2
     trim.print_report(report, sys.stdout, as_json=args.json)
+    return 0
+
+
+def _consent(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from firmware.consent import decision, rules  # noqa: PLC0415
+
+    if args.number == "prompt":
+        return _consent_prompt(args)
+    cfg = config.load(args.config) if args.config is not None else None
+    book = rules.load_rules(cfg.consent.rule_overrides() if cfg is not None else None)
+    region = (args.device_region or (cfg.consent_region if cfg is not None else "US")).upper()
+    try:
+        book.check_region(region, "--device-region")
+    except LinerecError as exc:
+        # A region linerec does not know is a usage error, like a bad option.
+        print(f"linerec: error: {exc}", file=sys.stderr)
+        return 2
+    lists = cfg.consent if cfg is not None else None
+    result = decision.decide(
+        args.number,
+        device_region=region,
+        rules=book,
+        never_record=lists.never_record if lists is not None else (),
+        always_announce=lists.always_announce if lists is not None else (),
+    )
+    if args.json:
+        data = result.to_json()
+        print(json.dumps({name: data[name] for name in decision.CLI_FIELDS}))
+    else:
+        print(result.line())
+    return 0
+
+
+def _consent_prompt(args: argparse.Namespace) -> int:
+    from firmware.consent.notices import speak  # noqa: PLC0415
+
+    if not args.text or args.out is None:
+        print("linerec: error: consent prompt needs --text and --out", file=sys.stderr)
+        return 2
+    speak(args.text, args.out, sample_rate=args.rate, voice=args.voice)
+    print(f"wrote the prompt to {args.out}")
     return 0
 
 

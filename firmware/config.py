@@ -162,6 +162,34 @@ class SimSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ConsentSettings:
+    """``[consent]``: which notice each call gets (firmware/consent/)."""
+
+    enabled: bool = True
+    region: str | None = None  # the device's ISO 3166 region, e.g. "US-NY"; None: line.country
+    language: str = "en"
+    express_timeout_s: float = 10.0  # how long an express-consent question waits for 1 or 2
+    beep: bool = True  # the periodic warning tone where the rule asks for it
+    never_record: tuple[str, ...] = ()  # numbers or prefixes, international digits
+    always_announce: tuple[str, ...] = ()
+    # (language, rule or "question", file) for the owner's notices
+    notices: tuple[tuple[str, str, Path], ...] = ()
+    # [consent.rules.<REGION>] rows, as written (checked by firmware.consent.rules.load_rules)
+    rules: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+
+    def rule_overrides(self) -> dict[str, dict[str, Any]]:
+        """The owner's rule rows as load_rules takes them."""
+        return {region: dict(cells) for region, cells in self.rules}
+
+    def notice_files(self) -> dict[str, dict[str, Path]]:
+        """The owner's notice files by language and rule."""
+        files: dict[str, dict[str, Path]] = {}
+        for language, rule, path in self.notices:
+            files.setdefault(language, {})[rule] = path
+        return files
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceConfig:
     """All of the device's settings."""
 
@@ -175,9 +203,15 @@ class DeviceConfig:
     gpio: GpioSettings = field(default_factory=lambda: default_gpio())  # noqa: PLW0108  (defined below)
     modem: ModemSettings = field(default_factory=ModemSettings)
     sim: SimSettings = field(default_factory=SimSettings)
+    consent: ConsentSettings = field(default_factory=ConsentSettings)
+
+    @property
+    def consent_region(self) -> str:
+        """The device's own region for consent rules."""
+        return self.consent.region or self.line.country
 
 
-SECTIONS = ("device", "audio", "archive", "mqtt", "uplink", "calls", "line", "gpio", "modem", "sim")
+SECTIONS = ("device", "audio", "archive", "mqtt", "uplink", "calls", "line", "gpio", "modem", "sim", "consent")
 
 
 def load(path: Path = DEFAULT_PATH) -> DeviceConfig:
@@ -198,6 +232,7 @@ def parse(data: dict[str, Any], source: Path | str = "<config>") -> DeviceConfig
         line=_line(Table(data, "line", source)),
         gpio=_gpio(Table(data, "gpio", source)),
         modem=_modem(Table(data, "modem", source)),
+        consent=_consent(Table(data, "consent", source), data.get("line", {}).get("country", "US")),
         sim=_sim(Table(data, "sim", source)),
     )
 
@@ -398,6 +433,46 @@ def _sim(t: Table) -> SimSettings:
         realtime=t.get("realtime", bool, False),
         seed=t.integer("seed", 0, 0, 2**31),
         idle_before_s=t.number("idle_before_s", 0.0, 0.0, 86400.0),
+    )
+    t.done()
+    return result
+
+
+def _consent(t: Table, country: object) -> ConsentSettings:
+    # Imported here: the rule tables are read only when a config is checked.
+    from firmware.consent.decision import check_numbers  # noqa: PLC0415
+    from firmware.consent.rules import load_rules  # noqa: PLC0415
+
+    rules = t.get("rules", dict, {})
+    try:
+        book = load_rules(rules)
+        region = t.optional("region", str)
+        where = t.key("region") if region is not None else "line.country"
+        device_region = book.check_region(region if region is not None else str(country), where)
+        never = check_numbers(t.get("never_record", list, []), key=t.key("never_record"), device_region=device_region)
+        always = check_numbers(
+            t.get("always_announce", list, []), key=t.key("always_announce"), device_region=device_region
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{t.source}: {exc}") from None
+    notices = []
+    for language, by_rule in t.get("notices", dict, {}).items():
+        if not isinstance(by_rule, dict):
+            raise t.fail(f"notices.{language}", by_rule, 'a table of rule = "file"')
+        for rule, path in by_rule.items():
+            if not isinstance(path, str):
+                raise t.fail(f"notices.{language}.{rule}", path, "the path of an audio file")
+            notices.append((language, rule, t.relative(path)))
+    result = ConsentSettings(
+        enabled=t.get("enabled", bool, True),
+        region=region,
+        language=t.get("language", str, "en"),
+        express_timeout_s=t.number("express_timeout_s", 10.0, 3.0, 60.0),
+        beep=t.get("beep", bool, True),
+        never_record=never,
+        always_announce=always,
+        notices=tuple(notices),
+        rules=tuple((r, tuple(sorted(cells.items()))) for r, cells in sorted(rules.items()) if isinstance(cells, dict)),
     )
     t.done()
     return result

@@ -13,6 +13,7 @@ whole only once closed, :mod:`firmware.journal` keeps a crash-proof copy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -223,6 +224,13 @@ class EncryptedAudioWriter:
             sha256=digest,
             pcm_sha256=self._pcm_hash.hexdigest(),
         )
+
+    def discard(self) -> None:
+        """Stop writing and delete the file: none of this audio may be kept."""
+        with contextlib.suppress(OSError, RuntimeError):
+            self._audio.close()
+        self._file.close()
+        self.path.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         return self

@@ -15,6 +15,7 @@ like the trim map.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -149,7 +150,60 @@ class CallRecorder:
         if self._journal is not None:
             self._journal.note_facts(self._facts(call))
 
-    def finish(self, call: Call, *, overflows: int = 0) -> str:
+    @property
+    def started_at(self) -> float | None:
+        """Line time of the open recording's first sample (pre-roll included)."""
+        return self._started if self._writer is not None else None
+
+    def refuse(self) -> str | None:
+        """Stop recording and delete all of the call's audio at once; the id, for its record at the end."""
+        for writer in (self._writer, self._original):
+            if writer is not None:
+                writer.discard()
+        if self._journal is not None:
+            self._journal.discard()
+        self._writer = self._original = self._journal = None
+        self._batch.clear()
+        self._batched = 0
+        rec_id, self._rec_id = self._rec_id, None
+        return rec_id
+
+    def record_without_audio(self, call: Call, consent: dict[str, Any], *, rec_id: str | None = None) -> str:
+        """Seal a call that must not be recorded (refused, or on the never-record list): facts, no audio."""
+        started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
+        if rec_id is None:
+            rec_id = new_recording_id(started if started is not None else 0.0)
+            self._spool.begin(rec_id)
+        folder = self._spool.incoming / rec_id
+        # An age file of nothing: the transfer and the archive work alike, and no audio exists to leak.
+        empty = age.encrypt_bytes(b"", self._config.archive.recipients)
+        write_durably(folder / AUDIO_NAME, empty)
+        size, digest = len(empty), hashlib.sha256(empty).hexdigest()
+        manifest = Manifest(
+            recording_id=rec_id,
+            device_id=self._config.device.id,
+            line=self._config.device.line_name,
+            started_at=utc_iso(started) or "",
+            answered_at=utc_iso(call.answered_at),
+            ended_at=utc_iso(call.ended_at) or utc_iso(call.answered_at) or "",
+            ring_count=call.ring_count,
+            answered=call.answered,
+            hangup_cause=str(call.hangup_cause or HangupCause.LINE_LOST),
+            caller_id=call.caller_id.to_json() if call.caller_id is not None else None,
+            consent=consent,
+            audio={"codec": None, "container": "age", "frames": 0, "duration_s": 0.0, "withheld": True},
+            ciphertext={"file": AUDIO_NAME, "size": size, "sha256": digest},
+            firmware_version=firmware_version(),
+            extra={"answered_by": call.answered_by},
+        )
+        doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
+        write_durably(folder / MANIFEST_NAME, doc)
+        self._spool.seal(rec_id)
+        log.info("call %s sealed without audio: %s", rec_id, "refused" if consent.get("express") else "not recorded")
+        self._on_sealed(rec_id)
+        return rec_id
+
+    def finish(self, call: Call, *, overflows: int = 0, consent: dict[str, Any] | None = None) -> str:
         """Close the call's audio (an unanswered call gets an empty one), sign, encrypt and seal."""
         started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
         writer = self._writer or self._open(started if started is not None else 0.0)
@@ -165,7 +219,7 @@ class CallRecorder:
         audio = writer.close()
         original = original_writer.close() if original_writer is not None else None
         self._digits += self._dtmf.flush()
-        manifest = self._manifest(rec_id, call, audio, original)
+        manifest = dataclasses.replace(self._manifest(rec_id, call, audio, original), consent=consent)
         manifest.audio["overflows"] = overflows
         doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
         write_durably(audio.path.parent / MANIFEST_NAME, doc)

@@ -29,6 +29,10 @@ from firmware.calls import (
     TakeLine,
 )
 from firmware.config import DeviceConfig
+from firmware.consent.decision import decide
+from firmware.consent.notices import NoticeLibrary
+from firmware.consent.rules import RuleBook, load_rules
+from firmware.consent.session import Consent, ConsentSession
 from firmware.errors import ConfigError
 from firmware.line.base import LineBackend, LineBlock, LineEvent, RingStart, ToneDetector
 from firmware.line.listener import CallerIdDecoderLike, CallerIdListener
@@ -129,6 +133,17 @@ class DeviceService:
         self._preroll = PreRoll(round(config.audio.preroll_s * backend.sample_rate))
         self._audio_at = 0.0
         self.overflows = 0  # audio blocks lost since the service started
+        self._rate = backend.sample_rate
+        self._consent: ConsentSession | None = None
+        self._own_audio_until = 0.0  # line time until which the line carries what we played
+        self._refused_id: str | None = None
+        if config.consent.enabled:
+            self._rules: RuleBook | None = load_rules(config.consent.rule_overrides())
+            self._notices: NoticeLibrary | None = NoticeLibrary(
+                backend.sample_rate, config.consent.notice_files(), language=config.consent.language
+            )
+        else:
+            self._rules, self._notices = None, None
         self.recorded: list[str] = []
         self.call: Call = calls.IDLE
 
@@ -178,13 +193,18 @@ class DeviceService:
                 self._preroll.add(block.audio)
             else:
                 self._recorder.write(block.audio)
-                if _mean_square(block.audio) > self._quiet_ms:
+                self._consent_heard(block)
+                # Our own notice or beep heard back through the line is not the far end speaking.
+                if _mean_square(block.audio) > self._quiet_ms and block.t >= self._own_audio_until:
                     self.call = calls.heard(self.call, t)
                 for tone in self._tones.feed(block.t, block.audio) if self._tones else ():
                     self.call, actions = calls.step(self.call, tone, self._policy)
                     self._act(actions)
             self.call, actions = calls.tick(self.call, t, self._policy)
             self._act(actions)
+            if self._consent is not None and self._recorder.active:
+                for beep in self._consent.tick(t):
+                    self._play(beep.audio, t)
         self.call, actions = calls.line_lost(self.call, t)
         self._act(actions)
         return self.recorded
@@ -203,22 +223,74 @@ class DeviceService:
         for action in actions:
             if isinstance(action, StartRecording):
                 self._take_overflows()  # what was lost before the call is not the call's
+                self._consent = self._consent_for(self.call)
+                if self._consent is not None and self._consent.state is Consent.NOT_RECORDED:
+                    continue
                 self._recorder.start(self._audio_at, self._preroll.take())
                 self._recorder.note(self.call)
                 if self._tones is not None:
                     self._tones.reset()
+                if self._consent is not None:
+                    # Played from the next block on: the notice starts within a block of the answer.
+                    start = self._audio_at + self._backend.block_frames / self._rate
+                    for notice in self._consent.opening(start):
+                        self._play(notice.audio, start)
             elif isinstance(action, TakeLine):
                 self._backend.set_hook(True)
             elif isinstance(action, PlayGreeting):
-                self._backend.play(self._greeting)
+                self._play(self._greeting, self._audio_at + self._backend.block_frames / self._rate)
             elif isinstance(action, ReleaseLine):
                 self._backend.set_hook(False)
             elif isinstance(action, CallEnded):
-                lost = self._take_overflows() if self._recorder.active else 0
-                if lost:
-                    log.warning("line %s: %d audio blocks lost in the call", self._config.device.line_name, lost)
-                self._recorder.finish(action.call, overflows=lost)
+                self._end(action.call)
                 self._event("ended" if action.call.answered else "missed", action.call)
+
+    def _end(self, call: Call) -> None:
+        session, self._consent = self._consent, None
+        refused, self._refused_id = self._refused_id, None
+        if session is not None and session.state in (Consent.REFUSED, Consent.NOT_RECORDED):
+            self._recorder.record_without_audio(
+                call, session.evidence(call.answered_at, reference="answer"), rec_id=refused
+            )
+            return
+        lost = self._take_overflows() if self._recorder.active else 0
+        if lost:
+            log.warning("line %s: %d audio blocks lost in the call", self._config.device.line_name, lost)
+        evidence = session.evidence(self._recorder.started_at) if session is not None else None
+        self._recorder.finish(call, overflows=lost, consent=evidence)
+
+    def _consent_for(self, call: Call) -> ConsentSession | None:
+        """The consent session of a call just answered (None when consent handling is off)."""
+        if self._notices is None or self._rules is None:
+            return None
+        c = self._config.consent
+        number = call.caller_id.number if call.caller_id is not None else None
+        decision = decide(
+            number,
+            device_region=self._config.consent_region,
+            rules=self._rules,
+            never_record=c.never_record,
+            always_announce=c.always_announce,
+        )
+        log.info("consent: %s", decision.line())
+        return ConsentSession(decision, self._notices, express_timeout_s=c.express_timeout_s, beep=c.beep)
+
+    def _consent_heard(self, block: LineBlock) -> None:
+        """While an express question waits, listen for the answer; a refusal drops the audio at once."""
+        session = self._consent
+        if session is None or session.state is not Consent.ASKING:
+            return
+        session.heard(block.t, block.audio)
+        if session.state is Consent.ASKING:
+            session.tick(block.t + len(block.audio) / self._rate)
+        if session.refused:
+            log.info("consent refused (%s): the call is not recorded", (session.answer or {}).get("answer"))
+            self._refused_id = self._recorder.refuse()
+
+    def _play(self, audio: NDArray[np.int16], t: float) -> None:
+        """Play to the line from about ``t``, queued after what is still playing."""
+        self._backend.play(audio)
+        self._own_audio_until = max(self._own_audio_until, t) + len(audio) / self._rate
 
     def _take_overflows(self) -> int:
         lost = self._backend.take_overflows()

@@ -109,6 +109,10 @@ class Table:
             return default
         if not value:
             raise self.fail(key, value, "a non-empty path")
+        return self.relative(value)
+
+    def relative(self, value: str) -> Path:
+        """A path written in the file: relative ones are taken from the config file's folder."""
         path = Path(value).expanduser()
         if not path.is_absolute() and isinstance(self.source, Path):
             path = self.source.parent / path
