@@ -119,9 +119,9 @@ def _run(argv: list[str]) -> str:
     return out.decode("utf-8", errors="replace")
 
 
-def minimodem(path: Path, standard: str) -> list[Caller]:
+def minimodem(path: Path, standard: str) -> list[Caller] | None:
     if standard == "dtmf":
-        return []
+        return None  # minimodem has no DTMF decoder
     args = ["minimodem", "--rx", "-q", "-f", str(path)]
     if standard == "etsi-v23":
         args += ["-M", "1300", "-S", "2100"]
@@ -183,7 +183,7 @@ def matches(found: list[Caller], want: Caller, standard: str) -> bool:
     return any(c == want for c in found)
 
 
-DECODERS: dict[str, Callable[[Path, str], list[Caller]]] = {
+DECODERS: dict[str, Callable[[Path, str], list[Caller] | None]] = {
     "linerec": ours,
     "minimodem": minimodem,
     "multimon-ng": multimon,
@@ -198,16 +198,18 @@ def report_callerid(trials: int, work: Path) -> None:
     print(f"  {'standard':<14} {'SNR':>6}  " + "  ".join(f"{n:>11}" for n in names))
     for standard in STANDARDS:
         for snr in SNRS:
-            counts = dict.fromkeys(names, 0)
+            counts: dict[str, int | None] = dict.fromkeys(names, 0)
             for i in range(trials):
                 caller = random_caller(rng, standard)
                 path = work / f"{standard}-{snr}-{i}.wav"
                 sf.write(path, 0.5 * noisy(burst(caller, standard), snr, nrng), RATE, subtype="PCM_16")
                 for name in names:
-                    counts[name] += matches(DECODERS[name](path, standard), caller, standard)
+                    found = DECODERS[name](path, standard)
+                    counts[name] = None if found is None else (counts[name] or 0) + matches(found, caller, standard)
                 path.unlink()
             label = "clean" if snr is None else f"{snr:g} dB"
-            print(f"  {standard:<14} {label:>6}  " + "  ".join(f"{counts[n]:>11}" for n in names))
+            cells = ("-" if counts[n] is None else str(counts[n]) for n in names)
+            print(f"  {standard:<14} {label:>6}  " + "  ".join(f"{c:>11}" for c in cells))
 
 
 def report_false_messages(work: Path) -> None:
@@ -219,7 +221,7 @@ def report_false_messages(work: Path) -> None:
         path = work / f"{label}.wav"
         sf.write(path, np.clip(audio / 32768, -1, 1), RATE, subtype="PCM_16")
         counts = [
-            sum(len(DECODERS[n](path, std)) for std in ("bell202-mdmf", "etsi-v23", "dtmf"))
+            sum(len(DECODERS[n](path, std) or []) for std in ("bell202-mdmf", "etsi-v23", "dtmf"))
             for n in DECODERS
             if n == "linerec" or shutil.which(n)
         ]
