@@ -8,10 +8,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import paho.mqtt.client as mqtt
 import pytest
 import soundfile as sf
 from numpy.typing import NDArray
+from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.archive import Archive
+from agent.ingest import Ingest
 from firmware.config import ArchiveSettings, AudioSettings, ConsentSettings, DeviceConfig, DeviceSettings
 from firmware.consent.notices import warning_tone
 from firmware.dsp.dtmf import generate_dtmf
@@ -19,9 +23,12 @@ from firmware.line.base import LineBackend, LineBlock, OffHook
 from firmware.line.sim import ScriptedCall, SimLine
 from firmware.service import DeviceService
 from firmware.spool import AUDIO_NAME, ORIGINAL_NAME, Spool
+from firmware.uplink import Uplink
 from firmware.wire import age
 from firmware.wire.manifest import Manifest, verify_manifest
-from firmware.wire.signing import load_or_create_signing_key
+from firmware.wire.messages import decode_chunk
+from firmware.wire.signing import load_or_create_signing_key, public_key_text
+from tests.support.broker import Mosquitto
 
 IDENTITY = age.generate_identity()
 RATE = 8000
@@ -186,3 +193,53 @@ def test_a_number_on_the_never_record_list_is_not_recorded(tmp_path: Path) -> No
     assert manifest.consent["recorded"] is False
     assert age.decrypt_bytes((folder / AUDIO_NAME).read_bytes(), [age.parse_identity(IDENTITY)]) == b""
     assert json.dumps(manifest.consent)  # JSON-ready evidence
+
+
+def test_an_express_refusal_sends_only_the_refusal_record_through_the_broker_to_the_archive(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    seen: list[tuple[str, bytes]] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="refusal-watcher")
+    watcher.on_message = lambda _c, _u, m: seen.append((m.topic, bytes(m.payload)))
+    watcher.on_connect = lambda c, *_: c.subscribe("linerec/#", qos=1)
+    watcher.connect(mosquitto.settings.host, mosquitto.settings.port)
+    watcher.loop_start()
+    config = DeviceConfig(
+        device=DeviceSettings(id="pi-de", state_dir=tmp_path / "device"),
+        archive=ArchiveSettings(recipients=(age.recipient_of(IDENTITY),)),
+        audio=AudioSettings(keep_original=True),
+        consent=ConsentSettings(region="DE"),
+        mqtt=mosquitto.settings,
+    )
+    key = load_or_create_signing_key(config.device.signing_key_path)
+    identities = [age.parse_identity(IDENTITY)]
+    with Archive(tmp_path / "archive") as archive:
+        archive.enrol("pi-de", public_key_text(key))
+        ingest = Ingest(archive=archive, identities=identities, broker=mosquitto.settings)
+        ingest.start()
+        spool = Spool(config.device.spool_dir)
+        uplink = Uplink(device_id="pi-de", spool=spool, broker=mosquitto.settings, ack_timeout_s=10.0)
+        uplink.start()
+        try:
+            line = CallerKeys(SimLine([ScriptedCall(caller_number="+4930901820", talk=LONG_TALK)], seed=4), "2", 9.0)
+            with line:
+                [rec_id] = DeviceService(config=config, backend=line, spool=spool, signing_key=key, uplink=uplink).run()
+            assert uplink.wait_delivered(30)
+            assert ingest.wait_stored(1, 30)
+        finally:
+            uplink.stop()
+            ingest.stop()
+            watcher.loop_stop()
+        row = archive.get(rec_id)
+    # Nothing of the call's audio anywhere: the only ciphertext is an age file of nothing.
+    chunks = [decode_chunk(p) for t, p in seen if "/chunk/" in t]
+    sent = b"".join(c.data for c in sorted(chunks, key=lambda c: c.offset))
+    assert age.decrypt_bytes(sent, identities) == b""
+    assert age.decrypt_bytes(Path(row.path).read_bytes(), identities) == b""
+    assert row.original_path is None
+    assert (row.answered, row.duration_s) == (True, 0.0)
+    assert list(spool.outbox.iterdir()) == list(spool.incoming.iterdir()) == []
+    doc = age.decrypt_bytes(Path(row.manifest_path).read_bytes(), identities)
+    manifest = verify_manifest(doc, key.public_key())
+    assert manifest.consent is not None
+    assert manifest.consent["express"]["answer"] == "no"
