@@ -168,6 +168,8 @@ class ConsentSettings:
     enabled: bool = True
     region: str | None = None  # the device's ISO 3166 region, e.g. "US-NY"; None: line.country
     language: str = "en"
+    # (region, language): callers from a country or subdivision hear notices in its language
+    languages: tuple[tuple[str, str], ...] = ()
     express_timeout_s: float = 10.0  # how long an express-consent question waits for 1 or 2
     beep: bool = True  # the periodic warning tone where the rule asks for it
     never_record: tuple[str, ...] = ()  # numbers or prefixes, international digits
@@ -180,6 +182,15 @@ class ConsentSettings:
     def rule_overrides(self) -> dict[str, dict[str, Any]]:
         """The owner's rule rows as load_rules takes them."""
         return {region: dict(cells) for region, cells in self.rules}
+
+    def language_for(self, region: str | None) -> str:
+        """The notices' language for a caller from ``region`` (its subdivision first, then its country)."""
+        chosen = dict(self.languages)
+        if region is not None:
+            for key in (region, region.split("-", maxsplit=1)[0]):
+                if key in chosen:
+                    return chosen[key]
+        return self.language
 
     def notice_files(self) -> dict[str, dict[str, Path]]:
         """The owner's notice files by language and rule."""
@@ -455,6 +466,14 @@ def _consent(t: Table, country: object) -> ConsentSettings:
         )
     except ConfigError as exc:
         raise ConfigError(f"{t.source}: {exc}") from None
+    languages = []
+    for where, language in sorted(t.get("languages", dict, {}).items()):
+        if not isinstance(language, str) or not language:
+            raise t.fail(f"languages.{where}", language, "a language name such as \"fr\"")
+        try:
+            languages.append((book.check_region(where, t.key(f"languages.{where}")), language))
+        except ConfigError as exc:
+            raise ConfigError(f"{t.source}: {exc}") from None
     notices = []
     for language, by_rule in t.get("notices", dict, {}).items():
         if not isinstance(by_rule, dict):
@@ -467,6 +486,7 @@ def _consent(t: Table, country: object) -> ConsentSettings:
         enabled=t.get("enabled", bool, True),
         region=region,
         language=t.get("language", str, "en"),
+        languages=tuple(languages),
         express_timeout_s=t.number("express_timeout_s", 10.0, 3.0, 60.0),
         beep=t.get("beep", bool, True),
         never_record=never,

@@ -273,7 +273,13 @@ class DeviceService:
             always_announce=c.always_announce,
         )
         log.info("consent: %s", decision.line())
-        return ConsentSession(decision, self._notices, express_timeout_s=c.express_timeout_s, beep=c.beep)
+        return ConsentSession(
+            decision,
+            self._notices,
+            express_timeout_s=c.express_timeout_s,
+            beep=c.beep,
+            language=c.language_for(decision.caller_region),
+        )
 
     def _consent_heard(self, block: LineBlock) -> None:
         """While an express question waits, listen for the answer; a refusal drops the audio at once."""

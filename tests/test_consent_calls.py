@@ -243,3 +243,20 @@ def test_an_express_refusal_sends_only_the_refusal_record_through_the_broker_to_
     manifest = verify_manifest(doc, key.public_key())
     assert manifest.consent is not None
     assert manifest.consent["express"]["answer"] == "no"
+
+
+def test_a_caller_from_a_region_with_its_own_language_hears_the_notice_in_it(tmp_path: Path) -> None:
+    t = np.arange(RATE) / RATE
+    sf.write(tmp_path / "avis-fr.wav", (8000 * np.sin(2 * np.pi * 600 * t)).astype(np.int16), RATE)
+    consent = ConsentSettings(
+        region="GB",
+        languages=(("FR", "fr"),),
+        notices=(("fr", "notice", tmp_path / "avis-fr.wav"),),
+    )
+    manifest, _ = record(tmp_path / "fr", ScriptedCall(caller_number="0033142685300"), consent)
+    assert manifest.consent is not None
+    [notice] = manifest.consent["notices"]
+    assert (manifest.consent["rule"], manifest.consent["language"], notice["id"]) == ("notice", "fr", "avis-fr.wav")
+    manifest, _ = record(tmp_path / "gb", ScriptedCall(caller_number="+442079460018"), consent)
+    assert manifest.consent is not None
+    assert [n["id"] for n in manifest.consent["notices"]] == ["tone-1400hz-0.5s"]

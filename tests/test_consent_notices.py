@@ -91,10 +91,12 @@ def test_consent_settings_read_the_region_lists_notices_and_rule_rows(tmp_path: 
                 "always_announce": ["(312) 555"],
                 "notices": {"en": {"all-party": "notice.wav"}},
                 "rules": {"US-NY": {"rule": "all-party"}},
+                "languages": {"CA-QC": "fr", "MX": "es"},
             }
         ),
         tmp_path / "device.toml",
     )
+    assert [cfg.consent.language_for(r) for r in ("CA-QC", "CA-ON", "MX", None)] == ["fr", "en", "es", "en"]
     assert cfg.consent_region == "US-IL"
     assert (cfg.consent.never_record, cfg.consent.always_announce) == (("1900",), ("1312555",))
     assert cfg.consent.notice_files() == {"en": {"all-party": tmp_path / "notice.wav"}}
@@ -120,6 +122,10 @@ def test_consent_settings_read_the_region_lists_notices_and_rule_rows(tmp_path: 
         ),
         ({"express_timeout_s": 1}, "<config>: consent.express_timeout_s is 1; expected a number from 3 to 60"),
         ({"recordings": True}, "<config>: consent.recordings is not a known setting"),
+        (
+            {"languages": {"XX": "fr"}},
+            "<config>: consent.languages.XX: 'XX' is not an ISO 3166 region code that linerec knows",
+        ),
     ],
 )
 def test_a_bad_consent_setting_names_the_key_or_row(consent: dict[str, object], message: str) -> None:

@@ -50,8 +50,10 @@ class ConsentSession:
         *,
         express_timeout_s: float,
         beep: bool,
+        language: str | None = None,
     ) -> None:
         self.decision = decision
+        self.language = language
         self._library = library
         self._timeout_s = express_timeout_s
         self._beep_every = decision.beep_interval_s if beep else None
@@ -73,14 +75,14 @@ class ConsentSession:
         if self.state is Consent.NOT_RECORDED:
             return []
         if self.decision.rule == "express":
-            question = self._library.question()
+            question = self._library.question(self.language)
             self.state = Consent.ASKING
             self._deadline = t + question.duration_s + self._timeout_s
             self._dtmf = DtmfDetector(self._library.sample_rate)
             return [self._play("question", question, t)]
         if not self.decision.announce:
             return []
-        notice = self._library.for_rule(self.decision.rule)
+        notice = self._library.for_rule(self.decision.rule, self.language)
         if self._beep_every:
             self._next_beep = t + notice.duration_s + self._beep_every
         return [self._play("notice", notice, t)]
@@ -150,6 +152,7 @@ class ConsentSession:
             "basis": d.basis,
             "disputed": d.disputed,
             "caller_region": d.caller_region,
+            "language": self.language,
             "recorded": self.state is Consent.GIVEN,
             "offsets_from": reference,
             "notices": notices,
