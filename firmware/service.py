@@ -189,11 +189,13 @@ class DeviceService:
             t = block.t + len(block.audio) / rate
             if len(block.audio):
                 self._audio_at = t
-            if not self._recorder.active:
-                self._preroll.add(block.audio)
-            else:
+            if self._recorder.active:
                 self._recorder.write(block.audio)
                 self._consent_heard(block)
+            else:
+                self._preroll.add(block.audio)
+            # A call goes on whether or not it may be recorded: its end is still heard.
+            if self.call.state is CallState.ANSWERED:
                 # Our own notice or beep heard back through the line is not the far end speaking.
                 if _mean_square(block.audio) > self._quiet_ms and block.t >= self._own_audio_until:
                     self.call = calls.heard(self.call, t)

@@ -176,6 +176,8 @@ def test_an_express_refusal_keeps_no_audio_only_the_signed_record(
     assert manifest.consent is not None
     assert (manifest.consent["recorded"], manifest.consent["express"]["answer"]) == (False, answer)
     assert manifest.consent["offsets_from"] == "answer"
+    # The call went on unrecorded, and its end was still heard.
+    assert manifest.hangup_cause == "remote-loop-drop"
     [question] = manifest.consent["notices"]
     assert 0.0 <= question["offset_s"] <= 0.3, "asked at once"
     assert manifest.consent["express"]["offset_s"] > question["duration_s"]
