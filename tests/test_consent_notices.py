@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -132,3 +133,17 @@ def test_a_bad_consent_setting_names_the_key_or_row(consent: dict[str, object], 
     with pytest.raises(ConfigError) as info:
         parse(config_with(consent))
     assert str(info.value).startswith(message)
+
+
+def test_consent_with_a_config_takes_its_region_and_never_record_list(tmp_path: Path) -> None:
+    conf = tmp_path / "device.toml"
+    conf.write_text(
+        f'[device]\nid = "pi"\n[archive]\nrecipients = ["{RECIPIENT}"]\n'
+        '[consent]\nregion = "US-CA"\nnever_record = ["+1212555"]\n'
+    )
+    argv = [sys.executable, "-m", "firmware", "consent", "--config", str(conf), "--json"]
+    done = subprocess.run([*argv, "+13125550142"], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["jurisdiction"] == "US-CA"
+    done = subprocess.run([*argv, "+12125550142"], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert json.loads(done.stdout)["announce"] is False
