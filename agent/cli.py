@@ -145,6 +145,7 @@ def _list(cfg: config.AgentConfig, args: argparse.Namespace) -> int:
 
 def _run(cfg: config.AgentConfig) -> int:
     from agent.ingest import Ingest  # noqa: PLC0415
+    from agent.ratelimit import DeviceRateLimit  # noqa: PLC0415
 
     identities = age.load_identities(cfg.agent.identity)
     stop = threading.Event()
@@ -156,7 +157,10 @@ def _run(cfg: config.AgentConfig) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with _open_archive(cfg) as archive:
-        ingest = Ingest(archive=archive, identities=identities, broker=cfg.mqtt, client_id=cfg.agent.client_id)
+        limit = DeviceRateLimit(rate=cfg.agent.rate_limit_kb_s * 1024, burst=cfg.agent.rate_burst_kb * 1024)
+        ingest = Ingest(
+            archive=archive, identities=identities, broker=cfg.mqtt, client_id=cfg.agent.client_id, rate_limit=limit
+        )
         ingest.start()
         log.info("agent running: broker %s, archive %s", cfg.mqtt.address, cfg.agent.archive_dir)
         stop.wait()

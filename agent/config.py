@@ -21,6 +21,9 @@ class AgentSettings:
     archive_dir: Path = Path("/var/lib/linerec-agent/archive")
     database: Path | None = None  # default: <archive_dir>/index.sqlite
     client_id: str = "linerec-agent"
+    # What one device may send: sustained kB/s and a burst in kB (agent/ratelimit.py).
+    rate_limit_kb_s: int = 8192
+    rate_burst_kb: int = 32768
 
     @property
     def database_path(self) -> Path:
@@ -51,6 +54,8 @@ def parse(data: dict[str, Any], source: Path | str = "<config>") -> AgentConfig:
         archive_dir=t.path("archive_dir", defaults.archive_dir) or defaults.archive_dir,
         database=t.path("database", None),
         client_id=t.get("client_id", str, defaults.client_id),
+        rate_limit_kb_s=t.integer("rate_limit_kb_s", defaults.rate_limit_kb_s, 16, 1024**2),
+        rate_burst_kb=t.integer("rate_burst_kb", defaults.rate_burst_kb, 1024, 1024**2),
     )
     if not settings.client_id:
         raise t.fail("client_id", settings.client_id, "a non-empty MQTT client id")

@@ -32,6 +32,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.archive import Archive, fsync_path
 from agent.errors import AgentError
 from agent.parts import PartsError, check_parts, split_original
+from agent.ratelimit import DeviceRateLimit
 from agent.recovered import with_recovered_facts
 from firmware.wire import topics
 from firmware.wire.age import decrypt_bytes
@@ -52,6 +53,9 @@ from firmware.wire.messages import (
 
 log = logging.getLogger("linerec.agent.ingest")
 
+# Per device: 8 MB/s sustained, 32 MB at once; a phone call is a few kB/s, a backlog a few MB/s.
+DEFAULT_RATE = 8 * 1024**2
+DEFAULT_BURST = 32 * 1024**2
 MAX_TRANSFER = 2 * 1024**3  # no call recording comes near this; a bigger offset is an attack or a bug
 _HASH_BLOCK = 1 << 20
 # Messages wait here between paho's network thread and the worker that does the disk work;
@@ -132,6 +136,7 @@ class Ingest:
         identities: Sequence[X25519PrivateKey],
         broker: BrokerSettings,
         client_id: str = "linerec-agent",
+        rate_limit: DeviceRateLimit | None = None,
     ) -> None:
         if not identities:
             msg = "ingest needs at least one age identity to open manifests; none was given"
@@ -143,6 +148,7 @@ class Ingest:
         self._identities = tuple(identities)
         self._broker = broker
         self._client_id = client_id
+        self._limit = rate_limit or DeviceRateLimit(rate=DEFAULT_RATE, burst=DEFAULT_BURST)
         self._lock = threading.RLock()
         self._transfers: dict[tuple[str, str], _Transfer] = {}
         self._told_unenrolled: set[str] = set()
@@ -177,10 +183,26 @@ class Ingest:
         """
         try:
             with self._lock:
+                if not self._within_budget(topic, len(payload)):
+                    return []
                 return self._dispatch(topic, bytes(payload))
         except (LinerecError, OSError) as exc:
             log.warning("message on %s not processed: %s", topic, exc)
             return []
+
+    def _within_budget(self, topic: str, size: int) -> bool:
+        """Whether the sending device is within its budget; over it, the message is dropped."""
+        try:
+            device = topics.device_of(topic)
+        except WireError:
+            return True  # not a device's topic: dispatch ignores it anyway
+        if self._limit.allow(device, size):
+            if dropped := self._limit.take_dropped(device):
+                log.info("device %s is within its budget again; %d messages were dropped", device, dropped)
+            return True
+        if self._limit.dropped(device) == 1:  # once per run of drops, not per message
+            log.warning("device %s is over its budget of %.0f bytes/s; dropping its messages", device, self._limit.rate)
+        return False
 
     def _dispatch(self, topic: str, payload: bytes) -> list[Reply]:
         parts = topic.split("/")

@@ -389,3 +389,55 @@ def test_recording_published_through_mosquitto_is_stored_and_acked(world: World,
         device.loop_stop()
         device.disconnect()
         world.ingest.stop()
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_device_over_its_budget_is_dropped_then_catches_up_without_losing_anything(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent.ratelimit import DeviceRateLimit  # noqa: PLC0415
+
+    clock = Clock()
+    world.ingest = Ingest(
+        archive=world.archive,
+        identities=[parse_identity(world.identity)],
+        broker=BrokerSettings(),
+        rate_limit=DeviceRateLimit(rate=10_000, burst=8_000, clock=clock),
+    )
+    other_key = Ed25519PrivateKey.generate()
+    world.archive.enrol("pi-porch", public_key_text(other_key))
+    rec = world.recording(size=20_000)
+    # All at once: the manifest and the first chunks fit the burst, the rest is dropped unseen.
+    assert world.send(rec.manifest(), *rec.chunks(), rec.fin()) == [], "over budget, even the fin is dropped"
+    clock.t += 0.2
+    [ack] = world.send(rec.fin())
+    assert ack.status is AckStatus.MISSING
+    held = sum(end - start for start, end in ack.ranges)
+    assert 0 < held < len(rec.ciphertext)
+    assert "device pi-hall is over its budget of 10000 bytes/s; dropping its messages" in caplog.text
+    # Another device has a budget of its own.
+    porch = world.recording("20240305T233100123Z-0a1b2c3e", device="pi-porch", signing_key=other_key, size=500)
+    assert world.send(porch.manifest(), *porch.chunks(), porch.fin()) == [stored(porch.rec_id)]
+    # Given time, the device asks with a fin and resends what the ranges say is missing, as the
+    # uplink's retries do, and the recording is stored.
+    for _ in range(20):
+        clock.t += 1.0
+        [ack] = world.send(rec.fin())
+        if ack.status is AckStatus.STORED:
+            break
+        world.send(*(rec.chunk(o) for o in range(0, len(rec.ciphertext), CHUNK) if not covered(ack, o)))
+    assert world.archive.has(rec.rec_id)
+    assert world.archive.get(rec.rec_id).sha256 == hashlib.sha256(rec.ciphertext).hexdigest()
+
+
+def covered(ack: Ack, offset: int) -> bool:
+    return any(start <= offset < end for start, end in ack.ranges)
