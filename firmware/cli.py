@@ -13,6 +13,7 @@ from types import FrameType
 
 from firmware import __version__, config
 from firmware.errors import LinerecError
+from firmware.homeassistant import Discovery
 
 log = logging.getLogger("linerec")
 
@@ -207,6 +208,21 @@ def _keys_show(path: Path) -> int:
     return 0
 
 
+def _discovery(cfg: config.DeviceConfig) -> Discovery | None:
+    """What the uplink tells Home Assistant about this device, if the owner asked for it."""
+    from firmware.wire.manifest import firmware_version  # noqa: PLC0415
+
+    if not cfg.uplink.homeassistant:
+        return None
+    return Discovery(
+        device_id=cfg.device.id,
+        sw_version=firmware_version(),
+        prefix=cfg.uplink.discovery_prefix,
+        model=f"call recorder ({cfg.device.line} line)",
+        include_caller_id=cfg.uplink.events_include_caller_id,
+    )
+
+
 def _run(path: Path) -> int:
     cfg = config.load(path)
     from firmware.line import open_backend  # noqa: PLC0415
@@ -236,6 +252,7 @@ def _run(path: Path) -> int:
         chunk_size=cfg.uplink.chunk_size,
         ack_timeout_s=cfg.uplink.ack_timeout_s,
         status_facts=lambda: services[0].status_facts() if services else {},
+        discovery=_discovery(cfg),
     )
     uplink.start()
     try:

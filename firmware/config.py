@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from firmware.homeassistant import check_prefix
 from firmware.line.cadence import cadence_for_country
 from firmware.wire import age
 from firmware.wire.broker import BrokerSettings
@@ -92,6 +93,8 @@ class UplinkSettings:
     chunk_size: int = 65536
     ack_timeout_s: float = 30.0
     events_include_caller_id: bool = False
+    homeassistant: bool = False  # publish Home Assistant MQTT discovery for this device
+    discovery_prefix: str = "homeassistant"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -334,7 +337,15 @@ def _uplink(t: Table) -> UplinkSettings:
         chunk_size=t.integer("chunk_size", 65536, 1024, 128 * 1024),
         ack_timeout_s=t.number("ack_timeout_s", 30.0, 1.0, 3600.0),
         events_include_caller_id=t.get("events_include_caller_id", bool, False),
+        homeassistant=t.get("homeassistant", bool, False),
+        discovery_prefix=t.get("discovery_prefix", str, "homeassistant"),
     )
+    try:
+        check_prefix(result.discovery_prefix)
+    except WireError:
+        raise t.fail(
+            "discovery_prefix", result.discovery_prefix, "MQTT topic levels of letters, digits, '_' or '-'"
+        ) from None
     t.done()
     return result
 

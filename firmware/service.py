@@ -39,6 +39,7 @@ from firmware.line.listener import CallerIdDecoderLike, CallerIdListener
 from firmware.recorder import CallRecorder
 from firmware.spool import Spool
 from firmware.uplink import Uplink
+from firmware.wire.manifest import utc_iso
 
 log = logging.getLogger("linerec.service")
 
@@ -146,6 +147,7 @@ class DeviceService:
             self._rules, self._notices = None, None
         self.recorded: list[str] = []
         self.call: Call = calls.IDLE
+        self._last_call: dict[str, object] | None = None
 
     @classmethod
     def on_line(
@@ -189,19 +191,7 @@ class DeviceService:
             t = block.t + len(block.audio) / rate
             if len(block.audio):
                 self._audio_at = t
-            if self._recorder.active:
-                self._recorder.write(block.audio)
-                self._consent_heard(block)
-            else:
-                self._preroll.add(block.audio)
-            # A call goes on whether or not it may be recorded: its end is still heard.
-            if self.call.state is CallState.ANSWERED:
-                # Our own notice or beep heard back through the line is not the far end speaking.
-                if _mean_square(block.audio) > self._quiet_ms and block.t >= self._own_audio_until:
-                    self.call = calls.heard(self.call, t)
-                for tone in self._tones.feed(block.t, block.audio) if self._tones else ():
-                    self.call, actions = calls.step(self.call, tone, self._policy)
-                    self._act(actions)
+            self._take_audio(block, t)
             self.call, actions = calls.tick(self.call, t, self._policy)
             self._act(actions)
             if self._consent is not None and self._recorder.active:
@@ -210,6 +200,23 @@ class DeviceService:
         self.call, actions = calls.line_lost(self.call, t)
         self._act(actions)
         return self.recorded
+
+    def _take_audio(self, block: LineBlock, t: float) -> None:
+        """Record the block (or keep it as pre-roll), and listen to an answered call for its end."""
+        if self._recorder.active:
+            self._recorder.write(block.audio)
+            self._consent_heard(block)
+        else:
+            self._preroll.add(block.audio)
+        # A call goes on whether or not it may be recorded: its end is still heard.
+        if self.call.state is not CallState.ANSWERED:
+            return
+        # Our own notice or beep heard back through the line is not the far end speaking.
+        if _mean_square(block.audio) > self._quiet_ms and block.t >= self._own_audio_until:
+            self.call = calls.heard(self.call, t)
+        for tone in self._tones.feed(block.t, block.audio) if self._tones else ():
+            self.call, actions = calls.step(self.call, tone, self._policy)
+            self._act(actions)
 
     def _listen(self, block: LineBlock) -> Sequence[LineEvent]:
         """Caller ID decoded from the block's on-hook audio (none once the call is answered)."""
@@ -306,8 +313,13 @@ class DeviceService:
         return lost
 
     def status_facts(self) -> dict[str, object]:
-        """What the status topic says about the line: the call state and audio lost so far."""
-        return {"line_state": self.call.state.value, "audio_overflows": self.overflows}
+        """What the status topic says about the line: its state, audio lost so far and the last call.
+
+        The last call says when and how, never who: the status is retained for anyone on the broker.
+        """
+        # An ended call is handed back as idle at once; the status never shows the passing state.
+        state = CallState.IDLE if self.call.state is CallState.ENDED else self.call.state
+        return {"line_state": state.value, "audio_overflows": self.overflows, "last_call": self._last_call}
 
     def _announce(self, before: Call, after: Call, event: object) -> None:
         if isinstance(event, RingStart) and after.state is CallState.RINGING:
@@ -320,16 +332,34 @@ class DeviceService:
         if kind in ("ended", "missed"):
             facts["answered"] = call.answered
             facts["hangup_cause"] = str(call.hangup_cause)
+            self._last_call = _last_call(call)
         log.info("line %s: %s %s", self._config.device.line_name, kind, _describe(kind, call))
         if self._config.uplink.events_include_caller_id and call.caller_id is not None:
             facts["caller_id"] = {"number": call.caller_id.number, "name": call.caller_id.name}
         if self._uplink is not None:
             self._uplink.publish_event(kind, **facts)
+            self._uplink.notify_status()  # every event moves the line state
 
     def _sealed(self, rec_id: str) -> None:
         self.recorded.append(rec_id)
         if self._uplink is not None:
             self._uplink.notify()
+
+
+def _last_call(call: Call) -> dict[str, object]:
+    """The status's account of a finished call: when, whether answered, how long, why it ended."""
+    started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
+    duration = None
+    if call.answered_at is not None and call.ended_at is not None:
+        duration = round(max(0.0, call.ended_at - call.answered_at), 3)
+    return {
+        "started_at": utc_iso(started),
+        "ended_at": utc_iso(call.ended_at),
+        "answered": call.answered,
+        "duration_s": duration,
+        "hangup_cause": str(call.hangup_cause) if call.hangup_cause is not None else None,
+        "rings": call.ring_count,
+    }
 
 
 def _describe(kind: str, call: Call) -> str:

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import logging
 import math
+import shutil
 import threading
 import time
 from collections import deque
@@ -27,10 +28,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from firmware.homeassistant import Discovery
 from firmware.spool import Spool, SpooledRecording, SpoolError
 from firmware.wire import topics
 from firmware.wire.broker import BrokerSettings, BrokerSettingsError
 from firmware.wire.errors import LinerecError, WireError
+from firmware.wire.manifest import firmware_version
 from firmware.wire.messages import (
     MAX_CHUNK_DATA,
     Ack,
@@ -91,6 +94,7 @@ class Uplink:
         publish_timeout_s: float = 10.0,
         retry_backoff_s: tuple[float, float] = (1.0, 60.0),
         status_facts: Callable[[], dict[str, object]] | None = None,
+        discovery: Discovery | None = None,
     ) -> None:
         self._device_id = topics.check_device_id(device_id)
         if not 0 < chunk_size <= MAX_CHUNK_DATA:
@@ -111,6 +115,10 @@ class Uplink:
         self._publish_timeout_s = publish_timeout_s
         self._backoff = (low, high)
         self._status_facts = status_facts
+        if discovery is not None and discovery.device_id != self._device_id:
+            msg = f"uplink discovery is for device {discovery.device_id!r}; expected {self._device_id!r}"
+            raise UplinkError(msg)
+        self._discovery = discovery
         self._stuck_after_s = max(60.0, 2 * publish_timeout_s + WAIT_SLICE_S)
 
         # Shared with the network thread; guarded by _cond.
@@ -125,6 +133,8 @@ class Uplink:
         self._acks: deque[tuple[int, Ack]] = deque(maxlen=ACK_BACKLOG)
         self._ack_seq = 0
         self._pub_lock = threading.Lock()
+        # One status at a time, so that an older snapshot never lands after a newer one.
+        self._status_lock = threading.Lock()
         self._refused: dict[int, ReasonCode] = {}  # mid -> failure reason code from PUBACK
 
         # The worker's own state.
@@ -198,6 +208,19 @@ class Uplink:
             self._wake = True
             self._cond.notify_all()
 
+    def notify_status(self) -> None:
+        """Publish the status now (the line state changed); without a broker, once it is back."""
+        try:
+            sent = self.connected and self._publish_status()
+        except (SpoolError, OSError) as exc:
+            # The caller is the line's loop: a spool that cannot be read must not stop it.
+            log.error("status not published now: %s", exc)
+            sent = False
+        if not sent:
+            with self._cond:
+                self._status_due = True
+                self._cond.notify_all()
+
     def publish_event(self, kind: str, **facts: object) -> None:
         """Publish a line event at QoS 1 without waiting; a dead broker is logged, not raised."""
         payload = encode_event(kind, facts)
@@ -241,6 +264,9 @@ class Uplink:
             log.warning("broker %s refused the connection: %s", self._broker.address, reason_code)
             return
         _rc, mid = client.subscribe(topics.ack(self._device_id), qos=1)
+        if self._discovery is not None:
+            client.subscribe(self._discovery.birth_topic, qos=1)
+            self._publish_discovery()
         with self._cond:
             self._connected = True
             self._subscribed = False
@@ -270,6 +296,11 @@ class Uplink:
             self._cond.notify_all()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        if self._discovery is not None and message.topic == self._discovery.birth_topic:
+            # Home Assistant (re)started and may have forgotten the device: describe it again.
+            if bytes(message.payload) == b"online":
+                self._publish_discovery()
+            return
         try:
             ack = decode_ack(bytes(message.payload))
         except WireError as exc:
@@ -375,11 +406,16 @@ class Uplink:
                 facts.update(self._status_facts())
             except Exception:
                 log.exception("status_facts failed; publishing the status without its facts")
+        facts["firmware_version"] = firmware_version()
         try:
             facts["spool_depth"] = self._spool.depth()
             facts["spool_bytes"] = self._spool.bytes_pending()
         except SpoolError as exc:
             log.error("%s", exc)
+        try:
+            facts["disk_free_bytes"] = shutil.disk_usage(self._spool.root).free
+        except OSError as exc:
+            log.error("cannot read the free space of the spool's disk %s: %s", self._spool.root, exc)
         return encode_status(state, facts)
 
     def _maybe_publish_status(self) -> None:
@@ -387,15 +423,31 @@ class Uplink:
         with self._cond:
             due = self._status_due or depth != self._published_depth
             self._status_due = False
-        if not due:
-            return
-        info = self._client.publish(topics.status(self._device_id), self._status_payload("online"), qos=1, retain=True)
-        if info.rc == mqtt.MQTT_ERR_SUCCESS:
-            self._published_depth = depth
-        else:
-            log.warning("could not publish the status: %s", mqtt.error_string(info.rc))
+        if due and not self._publish_status():
             with self._cond:
                 self._status_due = True
+
+    def _publish_status(self) -> bool:
+        """Publish the retained ``online`` status without waiting; False if paho refused it."""
+        with self._status_lock:
+            depth = self._spool.depth()
+            info = self._client.publish(
+                topics.status(self._device_id), self._status_payload("online"), qos=1, retain=True
+            )
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                self._published_depth = depth
+                return True
+        log.warning("could not publish the status: %s", mqtt.error_string(info.rc))
+        return False
+
+    def _publish_discovery(self) -> None:
+        """Queue the retained Home Assistant configs; runs on the network thread, so it never waits."""
+        if self._discovery is None:
+            return
+        for topic, payload in self._discovery.messages():
+            info = self._client.publish(topic, payload, qos=1, retain=True)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                log.warning("could not publish the discovery config %s: %s", topic, mqtt.error_string(info.rc))
 
     # -- acks -----------------------------------------------------------------------
 
