@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from firmware.wire.errors import LinerecError
 
@@ -91,4 +94,24 @@ class BrokerSettings:
                 names = ", ".join(str(f) for f in files if f) or "the system CA store"
                 msg = f"cannot load the TLS files for the broker at {self.address} ({names}): {exc}"
                 raise BrokerSettingsError(msg) from None
+        client.on_connect_fail = _connect_failed(self.address)
         return client
+
+
+def _connect_failed(address: str) -> Callable[[Any, Any], None]:
+    """A callback that says why a connection attempt failed, once per distinct reason.
+
+    paho retries in its own thread and swallows the error (a certificate the CA
+    does not sign, a refused port); it calls this while handling it, so the
+    exception is still at hand.
+    """
+    said: list[str] = []
+
+    def on_connect_fail(_client: Any, _userdata: Any) -> None:
+        exc = sys.exc_info()[1]
+        reason = f"{type(exc).__name__}: {exc}" if exc is not None else "no reason given"
+        if said != [reason]:
+            logging.getLogger("linerec.mqtt").warning("cannot connect to the broker at %s: %s", address, reason)
+            said[:] = [reason]
+
+    return on_connect_fail
