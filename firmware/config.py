@@ -165,6 +165,14 @@ class SimSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SpoolSettings:
+    """``[spool]``: when a filling SD card raises the alarm, and what is kept back for a call."""
+
+    alert_free_mb: int = 500  # below this, the status and the LED say the disk is filling
+    reserve_mb: int = 100  # below this, no new call is recorded, so the one in progress can finish
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ConsentSettings:
     """``[consent]``: which notice each call gets (firmware/consent/)."""
 
@@ -218,6 +226,7 @@ class DeviceConfig:
     modem: ModemSettings = field(default_factory=ModemSettings)
     sim: SimSettings = field(default_factory=SimSettings)
     consent: ConsentSettings = field(default_factory=ConsentSettings)
+    spool: SpoolSettings = field(default_factory=SpoolSettings)
 
     @property
     def consent_region(self) -> str:
@@ -225,7 +234,20 @@ class DeviceConfig:
         return self.consent.region or self.line.country
 
 
-SECTIONS = ("device", "audio", "archive", "mqtt", "uplink", "calls", "line", "gpio", "modem", "sim", "consent")
+SECTIONS = (
+    "device",
+    "audio",
+    "archive",
+    "mqtt",
+    "uplink",
+    "calls",
+    "line",
+    "gpio",
+    "modem",
+    "sim",
+    "consent",
+    "spool",
+)
 
 
 def load(path: Path = DEFAULT_PATH) -> DeviceConfig:
@@ -247,6 +269,7 @@ def parse(data: dict[str, Any], source: Path | str = "<config>") -> DeviceConfig
         gpio=_gpio(Table(data, "gpio", source)),
         modem=_modem(Table(data, "modem", source)),
         consent=_consent(Table(data, "consent", source), data.get("line", {}).get("country", "US")),
+        spool=_spool(Table(data, "spool", source)),
         sim=_sim(Table(data, "sim", source)),
     )
 
@@ -507,3 +530,12 @@ def _consent(t: Table, country: object) -> ConsentSettings:
     )
     t.done()
     return result
+
+
+def _spool(t: Table) -> SpoolSettings:
+    reserve = t.integer("reserve_mb", 100, 10, 100_000)
+    alert = t.integer("alert_free_mb", 500, 10, 1_000_000)
+    if alert < reserve:
+        raise t.fail("alert_free_mb", alert, f"at least spool.reserve_mb ({reserve}), so the alarm comes first")
+    t.done()
+    return SpoolSettings(alert_free_mb=alert, reserve_mb=reserve)

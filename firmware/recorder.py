@@ -168,8 +168,10 @@ class CallRecorder:
         rec_id, self._rec_id = self._rec_id, None
         return rec_id
 
-    def record_without_audio(self, call: Call, consent: dict[str, Any], *, rec_id: str | None = None) -> str:
-        """Seal a call that must not be recorded (refused, or on the never-record list): facts, no audio."""
+    def record_without_audio(
+        self, call: Call, consent: dict[str, Any] | None, *, reason: str, rec_id: str | None = None
+    ) -> str:
+        """Seal a call that is not recorded (refused, never-record, a full disk): its facts and why, no audio."""
         started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
         if rec_id is None:
             rec_id = new_recording_id(started if started is not None else 0.0)
@@ -191,7 +193,7 @@ class CallRecorder:
             hangup_cause=str(call.hangup_cause or HangupCause.LINE_LOST),
             caller_id=call.caller_id.to_json() if call.caller_id is not None else None,
             consent=consent,
-            audio={"codec": None, "container": "age", "frames": 0, "duration_s": 0.0, "withheld": True},
+            audio={"codec": None, "container": "age", "frames": 0, "duration_s": 0.0, "not_recorded": reason},
             ciphertext={"file": AUDIO_NAME, "size": size, "sha256": digest},
             firmware_version=firmware_version(),
             extra={"answered_by": call.answered_by},
@@ -199,7 +201,7 @@ class CallRecorder:
         doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
         write_durably(folder / MANIFEST_NAME, doc)
         self._spool.seal(rec_id)
-        log.info("call %s sealed without audio: %s", rec_id, "refused" if consent.get("express") else "not recorded")
+        log.info("call %s sealed without audio: %s", rec_id, reason)
         self._on_sealed(rec_id)
         return rec_id
 

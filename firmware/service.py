@@ -8,6 +8,7 @@ never in an audio callback.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -42,6 +43,8 @@ from firmware.uplink import Uplink
 from firmware.wire.manifest import utc_iso
 
 log = logging.getLogger("linerec.service")
+
+DISK_CHECK_S = 10.0  # how often (line time) the free space of the spool's disk is looked at
 
 
 class PreRoll:
@@ -138,6 +141,11 @@ class DeviceService:
         self._consent: ConsentSession | None = None
         self._own_audio_until = 0.0  # line time until which the line carries what we played
         self._refused_id: str | None = None
+        self._spool = spool
+        # Free space, checked now and then; below the reserve a new call is not recorded.
+        self._disk_low = False
+        self._disk_full_call = False
+        self._next_disk_check = -math.inf
         if config.consent.enabled:
             self._rules: RuleBook | None = load_rules(config.consent.rule_overrides())
             self._notices: NoticeLibrary | None = NoticeLibrary(
@@ -194,6 +202,8 @@ class DeviceService:
             self._take_audio(block, t)
             self.call, actions = calls.tick(self.call, t, self._policy)
             self._act(actions)
+            if t >= self._next_disk_check:
+                self._check_disk(t)
             if self._consent is not None and self._recorder.active:
                 for beep in self._consent.tick(t):
                     self._play(beep.audio, t)
@@ -232,6 +242,10 @@ class DeviceService:
         for action in actions:
             if isinstance(action, StartRecording):
                 self._take_overflows()  # what was lost before the call is not the call's
+                if self._check_disk(action.t) < self._config.spool.reserve_mb * 1024**2:
+                    log.error("the spool's disk is below its reserve: this call is not recorded")
+                    self._disk_full_call = True
+                    continue
                 self._consent = self._consent_for(self.call)
                 if self._consent is not None and self._consent.state is Consent.NOT_RECORDED:
                     continue
@@ -257,10 +271,14 @@ class DeviceService:
     def _end(self, call: Call) -> None:
         session, self._consent = self._consent, None
         refused, self._refused_id = self._refused_id, None
+        if self._disk_full_call:
+            self._disk_full_call = False
+            self._recorder.record_without_audio(call, None, reason="disk-full")
+            return
         if session is not None and session.state in (Consent.REFUSED, Consent.NOT_RECORDED):
-            self._recorder.record_without_audio(
-                call, session.evidence(call.answered_at, reference="answer"), rec_id=refused
-            )
+            reason = "refused" if session.state is Consent.REFUSED else "never-record"
+            kept = session.evidence(call.answered_at, reference="answer")
+            self._recorder.record_without_audio(call, kept, reason=reason, rec_id=refused)
             return
         lost = self._take_overflows() if self._recorder.active else 0
         if lost:
@@ -319,7 +337,30 @@ class DeviceService:
         """
         # An ended call is handed back as idle at once; the status never shows the passing state.
         state = CallState.IDLE if self.call.state is CallState.ENDED else self.call.state
-        return {"line_state": state.value, "audio_overflows": self.overflows, "last_call": self._last_call}
+        return {
+            "line_state": state.value,
+            "audio_overflows": self.overflows,
+            "last_call": self._last_call,
+            "disk_alert": self._disk_low,
+        }
+
+    def _check_disk(self, t: float) -> int:
+        """Free bytes on the spool's disk; a change across the alert level goes to the log, LED and status."""
+        self._next_disk_check = t + DISK_CHECK_S
+        free = self._spool.free_bytes()
+        low = free < self._config.spool.alert_free_mb * 1024**2
+        if low != self._disk_low:
+            self._disk_low = low
+            if low:
+                log.warning("the spool's disk has %d MB free, below spool.alert_free_mb", free // 1024**2)
+            else:
+                log.info("the spool's disk has %d MB free again", free // 1024**2)
+            set_led = getattr(self._backend, "set_led", None)
+            if set_led is not None:
+                set_led("fault" if low else "idle")
+            if self._uplink is not None:
+                self._uplink.notify_status()
+        return free
 
     def _announce(self, before: Call, after: Call, event: object) -> None:
         if isinstance(event, RingStart) and after.state is CallState.RINGING:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,6 +217,13 @@ class Spool:
             msg = f"spool has no recording {rec_id} waiting in {self.outbox}"
             raise SpoolError(msg)
         return self._recording(rec_id)
+
+    def free_bytes(self) -> int:
+        """Bytes free for the spool on its filesystem."""
+        try:
+            return shutil.disk_usage(self.root).free
+        except OSError as exc:
+            raise _error("measure the free space of", self.root, exc) from exc
 
     def depth(self) -> int:
         """How many recordings wait for delivery."""

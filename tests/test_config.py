@@ -60,6 +60,10 @@ def test_relative_state_dir_is_taken_from_the_config_folder(tmp_path: Path) -> N
         (minimal("[audio]\nopus_kbps = 2\n"), "audio.opus_kbps is 2; expected a number from 6 to 64"),
         (minimal("[audio]\npreroll_s = 10.0\n"), "audio.preroll_s is 10.0; expected a number from 0 to 5"),
         (minimal("[audio]\ncheckpoint_s = 5\n"), "audio.checkpoint_s is 5; expected a number from 0.1 to 1.5"),
+        (
+            minimal("[spool]\nalert_free_mb = 50\nreserve_mb = 100\n"),
+            "spool.alert_free_mb is 50; expected at least spool.reserve_mb (100), so the alarm comes first",
+        ),
         (minimal(device='id = "Kitchen Pi"'), "device.id is 'Kitchen Pi'; expected 1-63 lowercase letters"),
         (minimal(device='id = "pi"\nline = "usb"'), "device.line is 'usb'; expected one of 'gpio', 'modem', 'sim'"),
         (minimal("[mqtt]\nport = 70000\n"), "mqtt.port is 70000; expected 1-65535"),

@@ -282,12 +282,14 @@ def test_the_status_carries_every_fact_and_follows_the_line_through_a_call(
         "line_state",
         "audio_overflows",
         "last_call",
+        "disk_alert",
     }
     assert (final["state"], final["firmware_version"], final["line_state"]) == ("online", __version__, "idle")
     assert final["spool_depth"] == 1
     assert final["spool_bytes"] == spool.get(rec_id).size
     assert isinstance(final["disk_free_bytes"], int)
     assert final["disk_free_bytes"] > 0
+    assert final["disk_alert"] is False
     last = final["last_call"]
     assert set(last) == {"started_at", "ended_at", "answered", "duration_s", "hangup_cause", "rings"}
     assert (last["answered"], last["hangup_cause"]) == (True, "local-onhook")

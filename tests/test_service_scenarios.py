@@ -255,3 +255,31 @@ def test_audio_lost_by_the_card_during_a_call_is_in_its_manifest_and_the_status(
     assert service.overflows == 4
     facts = service.status_facts()
     assert (facts["line_state"], facts["audio_overflows"]) == ("idle", 4)
+
+
+def test_below_the_disk_reserve_a_call_is_kept_as_facts_only_and_the_alarm_is_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil  # noqa: PLC0415
+
+    from firmware.config import SpoolSettings  # noqa: PLC0415
+
+    free_mb = shutil.disk_usage(tmp_path).free // 1024**2
+    config = DeviceConfig(
+        device=DeviceSettings(id="pi-1", state_dir=tmp_path),
+        archive=ArchiveSettings(recipients=(age.recipient_of(IDENTITY),)),
+        # A reserve above what this disk has: the recorder must treat it as full.
+        spool=SpoolSettings(reserve_mb=free_mb + 1000, alert_free_mb=free_mb + 2000),
+    )
+    key = load_or_create_signing_key(config.device.signing_key_path)
+    spool = Spool(config.device.spool_dir)
+    with SimLine(scenario("us-basic"), start_time=1_790_000_000.0, seed=3) as line:
+        service = DeviceService(config=config, backend=line, spool=spool, signing_key=key)
+        [rec_id] = service.run()
+    doc = age.decrypt_bytes(spool.get(rec_id).manifest.read_bytes(), [age.parse_identity(IDENTITY)])
+    manifest = verify_manifest(doc, key.public_key())
+    assert (manifest.answered, manifest.audio["frames"], manifest.audio["not_recorded"]) == (True, 0, "disk-full")
+    assert age.decrypt_bytes(spool.get(rec_id).audio.read_bytes(), [age.parse_identity(IDENTITY)]) == b""
+    assert service.status_facts()["disk_alert"] is True
+    assert "below spool.alert_free_mb" in caplog.text
+    assert "the spool's disk is below its reserve: this call is not recorded" in caplog.text
