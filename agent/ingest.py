@@ -268,6 +268,11 @@ class Ingest:
         try:
             manifest = self._open_manifest(where, payload, key)
         except _Refused as exc:
+            if self._holds_manifest(where):
+                # The device's own manifest is already here and verified: this copy was damaged in
+                # transit or sent by someone else, and must not cost the recording its place.
+                self._archive.log_rejection(where.device_id, where.rec_id, f"a second manifest copy: {exc}")
+                return []
             return self._reject(where, str(exc))
         transfer = self._transfer(where)
         if transfer.manifest_doc == payload:
@@ -280,6 +285,13 @@ class Ingest:
         transfer.manifest, transfer.manifest_doc = manifest, payload
         log.info("recording %s of device %s: manifest verified", where.rec_id, where.device_id)
         return []
+
+    def _holds_manifest(self, where: topics.RecTopic) -> bool:
+        """Whether a verified manifest for this recording is held (in memory, or on disk from before a restart)."""
+        held = self._transfers.get((where.device_id, where.rec_id))
+        if held is not None:
+            return held.manifest is not None
+        return (self._archive.incoming_dir / where.device_id / where.rec_id / "manifest.age").is_file()
 
     def _open_manifest(self, where: topics.RecTopic, payload: bytes, key: Ed25519PublicKey) -> Manifest:
         """Decrypt and verify a manifest message, or raise _Refused saying why not."""
