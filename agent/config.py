@@ -22,8 +22,8 @@ class AgentSettings:
     database: Path | None = None  # default: <archive_dir>/index.sqlite
     client_id: str = "linerec-agent"
     # What one device may send: sustained kB/s and a burst in kB (agent/ratelimit.py).
-    rate_limit_kb_s: int = 8192
-    rate_burst_kb: int = 32768
+    rate_limit_kb_s: int = 65536
+    rate_burst_kb: int = 131072
 
     @property
     def database_path(self) -> Path:

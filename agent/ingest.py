@@ -53,9 +53,10 @@ from firmware.wire.messages import (
 
 log = logging.getLogger("linerec.agent.ingest")
 
-# Per device: 8 MB/s sustained, 32 MB at once; a phone call is a few kB/s, a backlog a few MB/s.
-DEFAULT_RATE = 8 * 1024**2
-DEFAULT_BURST = 32 * 1024**2
+# Per device: 64 MB/s sustained, 128 MB at once: far above a phone line (a few kB/s) and a
+# backlog over a LAN, but a bound on a device (or something posing as one) gone wild.
+DEFAULT_RATE = 64 * 1024**2
+DEFAULT_BURST = 128 * 1024**2
 MAX_TRANSFER = 2 * 1024**3  # no call recording comes near this; a bigger offset is an attack or a bug
 _HASH_BLOCK = 1 << 20
 # Messages wait here between paho's network thread and the worker that does the disk work;

@@ -95,6 +95,7 @@ class Mosquitto:
             self.config
             or (
                 f"listener {self.port} 127.0.0.1\n"
+                "set_tcp_nodelay true\n"
                 f"{access}"
                 "persistence false\n"
                 "log_dest stderr\n"
