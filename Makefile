@@ -18,6 +18,7 @@ bench: bootstrap
 	$(PY) bench/line.py
 	$(PY) bench/dsp.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/transfer.py
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .
