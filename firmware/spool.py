@@ -134,6 +134,7 @@ class Spool:
         self.incoming = self.root / "incoming"
         self.outbox = self.root / "outbox"
         self.rejected = self.root / "rejected"
+        self._sizes: dict[str, int] = {}  # sealed recordings' sizes, for bytes_pending
         self.trash = self.root / ".trash"
         for path in (self.root, self.incoming, self.outbox, self.rejected, self.trash):
             if path.exists() and not path.is_dir():
@@ -202,13 +203,21 @@ class Spool:
         original = path / ORIGINAL_NAME
         return SpooledRecording(rec_id, path / MANIFEST_NAME, _audio_in(path), original if original.is_file() else None)
 
-    def pending(self) -> list[SpooledRecording]:
-        """Sealed recordings waiting for delivery, oldest first (ids sort by time)."""
+    def _waiting(self) -> list[str]:
+        """Ids in the outbox, oldest first (ids sort by time); one directory read, no file looked at."""
         try:
-            names = sorted(entry.name for entry in os.scandir(self.outbox) if entry.is_dir())
+            return sorted(entry.name for entry in os.scandir(self.outbox) if entry.is_dir())
         except OSError as exc:
             raise _error("list", self.outbox, exc) from exc
-        return [self._recording(name) for name in names]
+
+    def pending(self) -> list[SpooledRecording]:
+        """Sealed recordings waiting for delivery, oldest first."""
+        return [self._recording(name) for name in self._waiting()]
+
+    def oldest(self) -> SpooledRecording | None:
+        """The recording to deliver next, or None; cheap however long the backlog is."""
+        names = self._waiting()
+        return self._recording(names[0]) if names else None
 
     def get(self, rec_id: str) -> SpooledRecording:
         """The sealed recording ``rec_id``; SpoolError if it is not in the outbox."""
@@ -227,19 +236,26 @@ class Spool:
 
     def depth(self) -> int:
         """How many recordings wait for delivery."""
-        return len(self.pending())
+        return len(self._waiting())
 
     def bytes_pending(self) -> int:
-        """Total ciphertext bytes waiting for delivery."""
-        total = 0
-        for rec in self.pending():
-            try:
-                total += rec.size
-            except FileNotFoundError:
-                continue  # removed by the uplink while we counted
-            except OSError as exc:
-                raise _error("read the size of", rec.audio, exc) from exc
-        return total
+        """Total ciphertext bytes waiting for delivery.
+
+        A sealed recording never changes, so each one's size is read once and
+        remembered: the status asks after every delivery, and a backlog may be long.
+        """
+        names = self._waiting()
+        sizes = {name: self._sizes.get(name) for name in names}
+        for name, size in sizes.items():
+            if size is None:
+                try:
+                    sizes[name] = self._recording(name).size
+                except FileNotFoundError:
+                    sizes[name] = 0  # delivered while we counted
+                except OSError as exc:
+                    raise _error("read the size of", self.outbox / name, exc) from exc
+        self._sizes = {name: size for name, size in sizes.items() if size is not None}
+        return sum(self._sizes.values())
 
     def remove_delivered(self, rec_id: str, ack: Ack) -> None:
         """Delete a recording the agent has acknowledged as stored; anything else is refused."""

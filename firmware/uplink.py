@@ -341,8 +341,8 @@ class Uplink:
         self._handle_stray_acks()
         if self.connected:
             self._maybe_publish_status()
-        pending = self._spool.pending()
-        if not pending:
+        rec = self._spool.oldest()
+        if rec is None:
             self._wait_for(
                 lambda: self._wake or (self._status_due and self._connected) or bool(self._acks),
                 WAIT_SLICE_S * 2,
@@ -355,7 +355,6 @@ class Uplink:
         if not ready:
             self._wait_for(lambda: self._connected and self._subscribed, WAIT_SLICE_S * 2)
             return
-        rec = pending[0]
         try:
             self._deliver(rec)
         except _Retry as exc:
