@@ -7,32 +7,17 @@ not decrypt or verify (a flipped bit in transit, or a publish by anything else
 that can write the device's topic) is logged and otherwise ignored.
 """
 
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-from agent.archive import Archive
-from firmware.wire.age import generate_identity
 from firmware.wire.messages import AckStatus
-from firmware.wire.signing import public_key_text
 from tests.support.chaos import flip
-from tests.test_ingest import DEVICE, World, make_ingest
 
-
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    key = Ed25519PrivateKey.generate()
-    identity = generate_identity()
-    archive = Archive(tmp_path / "archive")
-    archive.enrol(DEVICE, public_key_text(key))
-    made = World(tmp_path / "archive", key, identity, archive, make_ingest(archive, identity))
-    yield made
-    made.archive.close()
+# The ingest tests' `world` fixture, used by name as pytest fixtures are (hence F401 and F811).
+from tests.test_ingest import World, world  # noqa: F401
 
 
 def test_a_bit_flipped_copy_of_a_genuine_manifest_is_not_answered_rejected(world: World) -> None:
