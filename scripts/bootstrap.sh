@@ -55,6 +55,6 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "bootstrap: installing linerec and its extras into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[device,agent,demo,dev]'
+  .venv/bin/python -m pip install -q -e '.[device,agent,hardware,demo,dev]'
   echo "$want" >"$stamp"
 fi
