@@ -19,6 +19,7 @@ import os
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,9 @@ _HASH_BLOCK = 1 << 20
 # Messages wait here between paho's network thread and the worker that does the disk work;
 # when it is full the network thread waits too, which is the back-pressure we want.
 _QUEUE_DEPTH = 256
+# How often a transfer's ranges sidecar is rewritten while chunks arrive. Between
+# saves it understates what is on disk, which only costs a resend after a crash.
+RANGES_SAVE_INTERVAL_S = 1.0
 
 Reply = tuple[str, bytes]
 
@@ -80,6 +84,8 @@ class _Transfer:
     manifest: Manifest | None = None
     manifest_doc: bytes | None = None  # the manifest message as received (still age-encrypted)
     ranges: list[Range] = field(default_factory=list)
+    ranges_saved_at: float = 0.0  # time.monotonic() of the last sidecar write
+    ranges_dirty: bool = False  # chunks arrived since then
 
     @property
     def part(self) -> Path:
@@ -293,7 +299,9 @@ class Ingest:
             log.warning("recording %s: a new manifest names other ciphertext; held bytes dropped", where.rec_id)
             self._discard_data(transfer)
         transfer.directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(transfer.manifest_file, payload)
+        # A cache like the chunks: the archive writes (and fsyncs) its own copy from memory
+        # before any ack; one a power cut damaged is dropped at load and asked for again.
+        _write_atomic(transfer.manifest_file, payload, durable=False)
         transfer.manifest, transfer.manifest_doc = manifest, payload
         log.info("recording %s of device %s: manifest verified", where.rec_id, where.device_id)
         return []
@@ -377,6 +385,14 @@ class Ingest:
     def _save_ranges(self, transfer: _Transfer) -> None:
         body = json.dumps({"ranges": [list(r) for r in transfer.ranges]}).encode()
         _write_atomic(transfer.ranges_file, body, durable=False)
+        transfer.ranges_saved_at = time.monotonic()
+        transfer.ranges_dirty = False
+
+    def _flush_ranges(self) -> None:
+        """Write every transfer's ranges that changed since its last save (at stop, so a restart resumes exactly)."""
+        for transfer in self._transfers.values():
+            if transfer.ranges_dirty and transfer.directory.is_dir():
+                self._save_ranges(transfer)
 
     def _discard_data(self, transfer: _Transfer) -> None:
         transfer.part.unlink(missing_ok=True)
@@ -413,7 +429,9 @@ class Ingest:
         transfer.directory.mkdir(parents=True, exist_ok=True)
         _write_at(transfer.part, start, chunk.data)
         transfer.ranges = merge_range(transfer.ranges, (start, end))
-        self._save_ranges(transfer)
+        transfer.ranges_dirty = True
+        if time.monotonic() - transfer.ranges_saved_at >= RANGES_SAVE_INTERVAL_S:
+            self._save_ranges(transfer)
 
     # --- fin ---------------------------------------------------------------------
 
@@ -430,6 +448,8 @@ class Ingest:
         expected = str(transfer.manifest.ciphertext["sha256"]).lower()
         held = _clip(transfer.ranges, size)
         if missing_ranges(held, size):
+            if transfer.ranges_dirty:
+                self._save_ranges(transfer)
             return self._ack(where, AckStatus.MISSING, ranges=held)
         actual = self._hash_part(transfer, size)
         if (fin.size, fin.sha256) != (size, expected) or actual != expected:
@@ -502,9 +522,11 @@ class Ingest:
         """Finish the messages already received, then disconnect."""
         client, worker = self._client, self._worker
         if client is None or worker is None:
+            self._flush_ranges()
             return
         self._queue.put(None)
         worker.join()
+        self._flush_ranges()
         client.disconnect()
         client.loop_stop()
         self._client = self._worker = None

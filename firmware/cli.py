@@ -251,6 +251,7 @@ def _run(path: Path) -> int:
         broker=cfg.mqtt,
         chunk_size=cfg.uplink.chunk_size,
         ack_timeout_s=cfg.uplink.ack_timeout_s,
+        pace_kb_s=cfg.uplink.pace_kb_s,
         status_facts=lambda: services[0].status_facts() if services else {},
         discovery=_discovery(cfg),
     )

@@ -92,6 +92,7 @@ class UplinkSettings:
 
     chunk_size: int = 65536
     ack_timeout_s: float = 30.0
+    pace_kb_s: float = 0.0  # most the recordings may take of the link, in kB/s; 0: as fast as it goes
     events_include_caller_id: bool = False
     homeassistant: bool = False  # publish Home Assistant MQTT discovery for this device
     discovery_prefix: str = "homeassistant"
@@ -359,6 +360,7 @@ def _uplink(t: Table) -> UplinkSettings:
     result = UplinkSettings(
         chunk_size=t.integer("chunk_size", 65536, 1024, 128 * 1024),
         ack_timeout_s=t.number("ack_timeout_s", 30.0, 1.0, 3600.0),
+        pace_kb_s=t.number("pace_kb_s", 0.0, 0.0, 1_000_000.0),
         events_include_caller_id=t.get("events_include_caller_id", bool, False),
         homeassistant=t.get("homeassistant", bool, False),
         discovery_prefix=t.get("discovery_prefix", str, "homeassistant"),

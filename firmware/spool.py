@@ -219,6 +219,11 @@ class Spool:
         names = self._waiting()
         return self._recording(names[0]) if names else None
 
+    def next_after(self, rec_id: str) -> SpooledRecording | None:
+        """The recording delivered after ``rec_id`` (the oldest newer one), or None."""
+        later = [name for name in self._waiting() if name > rec_id]
+        return self._recording(later[0]) if later else None
+
     def get(self, rec_id: str) -> SpooledRecording:
         """The sealed recording ``rec_id``; SpoolError if it is not in the outbox."""
         check_recording_id(rec_id)
@@ -268,11 +273,10 @@ class Spool:
         src = self.get(rec_id)
         dst = self.trash / rec_id
         # One rename takes it out of the outbox; the deletion after it may be cut short
-        # by a power loss and is finished at the next start.
+        # by a power loss and is finished at the next start. Not fsynced: if a power cut
+        # undoes the rename, the recording is sent again and the agent answers "stored".
         try:
             (self.outbox / rec_id).rename(dst)
-            fsync_path(self.outbox, directory=True)
-            fsync_path(self.trash, directory=True)
         except OSError as exc:
             raise _error("move the delivered recording to", dst, exc) from exc
         self._delete_tree(dst)

@@ -80,6 +80,28 @@ class _Tally:
         self.size += len(data)
 
 
+class _Pace:
+    """A token bucket for the recordings' bytes: how long to wait before sending ``n`` more.
+
+    The bucket may go into debt by one message, so a message larger than the
+    burst still goes, and the wait after it pays for it.
+    """
+
+    def __init__(self, bytes_per_s: float, *, burst: int) -> None:
+        self._rate = bytes_per_s
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def delay(self, n: int) -> float:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        wait = max(0.0, -self._tokens / self._rate)
+        self._tokens -= n
+        return wait
+
+
 class Uplink:
     """Delivers sealed recordings from a Spool to the agent over MQTT and publishes device status."""
 
@@ -95,8 +117,12 @@ class Uplink:
         retry_backoff_s: tuple[float, float] = (1.0, 60.0),
         status_facts: Callable[[], dict[str, object]] | None = None,
         discovery: Discovery | None = None,
+        pace_kb_s: float = 0.0,
     ) -> None:
         self._device_id = topics.check_device_id(device_id)
+        if not pace_kb_s >= 0:
+            msg = f"uplink pace_kb_s is {pace_kb_s}; expected kilobytes per second, or 0 for no limit"
+            raise UplinkError(msg)
         if not 0 < chunk_size <= MAX_CHUNK_DATA:
             msg = f"uplink chunk_size is {chunk_size}; expected 1-{MAX_CHUNK_DATA} bytes"
             raise UplinkError(msg)
@@ -120,6 +146,7 @@ class Uplink:
             raise UplinkError(msg)
         self._discovery = discovery
         self._stuck_after_s = max(60.0, 2 * publish_timeout_s + WAIT_SLICE_S)
+        self._pace = _Pace(pace_kb_s * 1000, burst=chunk_size) if pace_kb_s > 0 else None
 
         # Shared with the network thread; guarded by _cond.
         self._cond = threading.Condition()
@@ -143,6 +170,7 @@ class Uplink:
         self._failures = 0
         self._attempts: dict[str, int] = {}
         self._fins: dict[str, Fin] = {}  # size and SHA-256 of each file sent whole
+        self._ahead: set[str] = set()  # recordings whose bytes went out while the one before was being stored
         self._published_depth: int | None = None
         self._client = self._make_client()
 
@@ -377,6 +405,13 @@ class Uplink:
             if self._stopping:
                 raise _Stopping
 
+    def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (the pace limit), staying alive to stop() and the watchdog."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._heartbeat = time.monotonic()
+            self._wait_for(lambda: False, min(remaining, WAIT_SLICE_S))
+
     def _back_off(self) -> None:
         """Wait before the next attempt; a fresh connection or stop cuts the wait short."""
         self._failures += 1
@@ -498,6 +533,7 @@ class Uplink:
         self._spool.remove_delivered(ack.rec_id, ack)
         self._attempts.pop(ack.rec_id, None)
         self._fins.pop(ack.rec_id, None)
+        self._ahead.discard(ack.rec_id)
         log.info("recording %s is stored by the agent and removed from the spool", ack.rec_id)
         with self._cond:
             self._cond.notify_all()
@@ -506,6 +542,7 @@ class Uplink:
         self._spool.quarantine(ack.rec_id, ack.reason)
         self._attempts.pop(ack.rec_id, None)
         self._fins.pop(ack.rec_id, None)
+        self._ahead.discard(ack.rec_id)
         where = self._spool.rejected / ack.rec_id
         log.error("the agent rejected recording %s (%s); it is kept in %s", ack.rec_id, ack.reason, where)
 
@@ -520,17 +557,22 @@ class Uplink:
         if attempt % FULL_SEND_EVERY == 0:
             log.info("sending recording %s (%d bytes)", rec.rec_id, rec.size)
             self._send(itertools.chain([self._manifest(rec)], self._chunks(rec, None, tally)), generation)
+        elif rec.rec_id in self._ahead:
+            log.debug("recording %s was sent ahead; its fin follows", rec.rec_id)
         else:
             log.info("resuming recording %s: asking the agent what it lacks", rec.rec_id)
             if rec.rec_id not in self._fins:  # the first attempt broke off mid-file: hash it now
                 with rec.open() as fh:
                     while data := fh.read(self._chunk_size):
                         tally.add(data)
+        self._ahead.discard(rec.rec_id)
         fin = self._fins.setdefault(rec.rec_id, Fin(tally.size, tally.sha.hexdigest()))
-        for _round in range(MAX_MISSING_ROUNDS + 1):
+        for round_ in range(MAX_MISSING_ROUNDS + 1):
             with self._cond:
                 mark = self._ack_seq  # acks up to here answer an earlier fin
             self._send([(topics.fin(self._device_id, rec.rec_id), encode_fin(fin))], generation)
+            if round_ == 0:
+                self._send_ahead(rec.rec_id, generation)
             ack = self._wait_ack(rec.rec_id, mark, generation)
             if ack.status is AckStatus.STORED:
                 self._stored(ack)
@@ -541,6 +583,23 @@ class Uplink:
             self._resend(rec, ack, fin.size, generation)
         msg = f"the agent still lacks parts after {MAX_MISSING_ROUNDS} resend rounds"
         raise _Retry(msg)
+
+    def _send_ahead(self, rec_id: str, generation: int) -> None:
+        """Send the next recording's manifest and bytes while the agent stores ``rec_id``.
+
+        Only its fin waits for ``rec_id``'s answer, so fins (and what gets stored)
+        stay in order while the link does not sit idle during the agent's fsyncs.
+        A send cut short leaves nothing noted: that recording goes whole next time.
+        """
+        following = self._spool.next_after(rec_id)
+        if following is None or following.rec_id in self._attempts:
+            return
+        tally = _Tally()
+        log.info("sending recording %s (%d bytes) while %s is stored", following.rec_id, following.size, rec_id)
+        self._send(itertools.chain([self._manifest(following)], self._chunks(following, None, tally)), generation)
+        self._attempts[following.rec_id] = 1
+        self._fins[following.rec_id] = Fin(tally.size, tally.sha.hexdigest())
+        self._ahead.add(following.rec_id)
 
     def _resend(self, rec: SpooledRecording, ack: Ack, size: int, generation: int) -> None:
         gaps = missing_ranges(ack.ranges, size)
@@ -576,6 +635,8 @@ class Uplink:
         for topic, payload in messages:
             if len(inflight) >= PUBLISH_WINDOW:
                 self._await(*inflight.popleft(), generation)
+            if self._pace is not None:
+                self._pause(self._pace.delay(len(payload)))
             self._check_link(generation)
             info = self._client.publish(topic, payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:

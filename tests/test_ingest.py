@@ -284,14 +284,27 @@ def test_a_chunk_beyond_the_size_in_the_manifest_is_dropped(world: World) -> Non
 # --- restarts --------------------------------------------------------------------------------
 
 
-def test_an_agent_restarted_mid_transfer_carries_on(world: World) -> None:
+def test_an_agent_stopped_mid_transfer_carries_on_where_it_was(world: World) -> None:
     rec = world.recording()
     chunks = rec.chunks()
     world.send(rec.manifest(), *chunks[:3])
+    world.ingest.stop()
     world.restart()
     assert world.send(rec.fin()) == [Ack(REC_ID, AckStatus.MISSING, ((0, 3 * CHUNK),))]
     world.restart()
     assert world.send(*chunks[3:], rec.fin()) == [stored()]
+    assert Path(world.archive.get(REC_ID).path).read_bytes() == rec.ciphertext
+
+
+def test_an_agent_killed_mid_transfer_claims_no_more_than_it_holds(world: World) -> None:
+    rec = world.recording()
+    chunks = rec.chunks()
+    world.send(rec.manifest(), *chunks[:3])
+    world.restart()  # no stop: the ranges saved last are all a restart finds
+    [ack] = world.send(rec.fin())
+    assert ack.status is AckStatus.MISSING
+    assert ack.ranges and all(0 <= s < e <= 3 * CHUNK for s, e in ack.ranges)
+    assert world.send(*chunks, rec.fin()) == [stored()]
     assert Path(world.archive.get(REC_ID).path).read_bytes() == rec.ciphertext
 
 

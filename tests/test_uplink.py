@@ -26,7 +26,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from firmware.spool import AUDIO_NAME, MANIFEST_NAME, Spool
-from firmware.uplink import PUBLISH_WINDOW, Uplink
+from firmware.uplink import PUBLISH_WINDOW, Uplink, UplinkError
 from firmware.wire import topics
 from firmware.wire.broker import BrokerSettings
 from firmware.wire.messages import (
@@ -240,6 +240,54 @@ def test_recordings_arrive_in_order_byte_identical_and_leave_the_spool_only_afte
     assert agent.problems == []
     assert spool.pending() == []
     assert list((spool.root / "rejected").iterdir()) == []
+
+
+def test_the_next_recording_goes_out_while_the_agent_stores_the_one_before_and_its_fin_waits(
+    spool: Spool, agent: FakeAgent, mosquitto: Mosquitto, make_uplink: Callable[..., Uplink]
+) -> None:
+    first, second, third = rec_id(1), rec_id(2), rec_id(3)
+    audio = {rid: spool_recording(spool, rid, 100_000, n) for n, rid in enumerate((first, second, third))}
+    agent.silent = True  # the agent is slow to store the first one
+    uplink = make_uplink(mosquitto.settings)
+    uplink.start()
+    wait_until(lambda: agent.count("chunk", second) == 4, what="the second recording's bytes")
+    kinds = [(kind, rid) for kind, rid, _ in list(agent.log)]
+    assert kinds.index(("fin", first)) < kinds.index(("manifest", second))
+    assert agent.count("fin", second) == 0  # its fin waits for the first one's answer
+    assert agent.count("manifest", third) == 0  # one ahead, no more
+    assert (spool.root / "outbox" / first).is_dir()
+
+    agent.silent = False
+    assert uplink.wait_delivered(15)
+    assert agent.stored == [first, second, third]
+    for rid, data in audio.items():
+        assert agent.data[rid] == data
+        assert agent.count("manifest", rid) == 1
+        assert agent.count("chunk", rid) == 4  # sent once, ahead or not: the retries were fins only
+    assert agent.problems == []
+
+
+def test_a_pace_limit_spreads_the_recordings_bytes_over_time_and_still_delivers_them_all(
+    spool: Spool, agent: FakeAgent, mosquitto: Mosquitto, make_uplink: Callable[..., Uplink]
+) -> None:
+    first, second = rec_id(1), rec_id(2)
+    audio = {first: spool_recording(spool, first, 150_000, 1), second: spool_recording(spool, second, 150_000, 2)}
+    arrivals: list[float] = []
+    agent.on_chunk = lambda _rid, _index: arrivals.append(time.monotonic())
+    uplink = make_uplink(mosquitto.settings, pace_kb_s=100.0)
+    uplink.start()
+    assert uplink.wait_delivered(20)
+    assert agent.stored == [first, second]
+    assert all(agent.data[rid] == data for rid, data in audio.items())
+    # 300 kB at 100 kB/s after one 32 KiB chunk's burst: no faster than 2.6 s (a slow machine only adds).
+    assert arrivals[-1] - arrivals[0] >= (300_000 - 2 * CHUNK) / 100_000
+
+
+@pytest.mark.parametrize("pace", [-1.0, float("nan")])
+def test_a_pace_limit_that_is_not_a_rate_is_refused(spool: Spool, mosquitto: Mosquitto, pace: float) -> None:
+    message = r"^uplink pace_kb_s is .*; expected kilobytes per second, or 0 for no limit$"
+    with pytest.raises(UplinkError, match=message):
+        Uplink(device_id=DEVICE, spool=spool, broker=mosquitto.settings, pace_kb_s=pace)
 
 
 def test_without_an_ack_nothing_is_removed_and_retries_ask_only_for_what_is_missing(

@@ -77,9 +77,66 @@ while True:
 """
 
 
-def recording_id(n: int) -> str:
-    """The ``n``-th recording id of a run: time-sortable, so the uplink sends them in ``n`` order."""
-    at = datetime(2024, 6, 1, tzinfo=UTC) + timedelta(seconds=n)
+RECORDER_CHILD = """
+import logging, sys, time
+from pathlib import Path
+import numpy as np
+import dataclasses
+from firmware.calls import Call, CallState, HangupCause
+from firmware.line.base import CallerId
+from firmware.config import ArchiveSettings, AudioSettings, DeviceConfig, DeviceSettings
+from firmware.recorder import CallRecorder
+from firmware.recovery import recover
+from firmware.spool import Spool
+from firmware.wire.signing import load_or_create_signing_key
+
+# The recorder alone, as the device runs it: calls of speech-like noise written a few
+# times faster than real time, each journalled as it goes; killed at any moment, and
+# at each start it seals what the last run left, as the service does.
+logging.basicConfig(level=logging.INFO, format="%(asctime)s recorder %(levelname)s %(message)s")
+device, state_dir, recipient, seconds, speed, stop_file = sys.argv[1:7]
+config = DeviceConfig(
+    device=DeviceSettings(id=device, state_dir=Path(state_dir)),
+    archive=ArchiveSettings(recipients=(recipient,)),
+    audio=AudioSettings(checkpoint_s=1.0),
+)
+spool = Spool(config.device.spool_dir)
+key = load_or_create_signing_key(config.device.signing_key_path)
+for rec_id in recover(spool, config=config, signing_key=key):
+    print("recovered", rec_id, flush=True)
+recorder = CallRecorder(config=config, spool=spool, signing_key=key, sample_rate=8000)
+rng = np.random.default_rng(time.time_ns() % 2**32)
+block_s, frames = 0.1, 800
+while not Path(stop_file).exists():
+    started = time.time()
+    call = Call(
+        state=CallState.ANSWERED, ring_count=1, first_ring_at=started - 3.0, answered_at=started,
+        caller_id=CallerId(number="2125550199", name="STORM", number_absent=None, name_absent=None,
+                           standard="bell202-mdmf"),
+        answered_by="phone",
+    )
+    recorder.start(started)
+    recorder.note(call)
+    for i in range(int(float(seconds) / block_s)):
+        envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * (i * frames + np.arange(frames)) / 8000)
+        recorder.write((rng.standard_normal(frames) * 3000 * envelope).astype(np.int16))
+        time.sleep(block_s / float(speed))
+    ended = time.time()
+    call = dataclasses.replace(call, state=CallState.ENDED, ended_at=ended, hangup_cause=HangupCause.REMOTE_LOOP_DROP)
+    print("sealed", recorder.finish(call), flush=True)
+    time.sleep(rng.uniform(0.2, 1.0))
+"""
+
+EPOCH = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+def recording_id(n: int, clock_offset_s: float = 0.0) -> str:
+    """The ``n``-th recording id of a run: time-sortable, so the uplink sends them in ``n`` order.
+
+    ``clock_offset_s`` is how wrong the device's clock is: after a jump, ids (and
+    so the order of delivery) no longer follow the order the calls were made in.
+    """
+    at = EPOCH + timedelta(seconds=n + clock_offset_s)
     return f"{at:%Y%m%dT%H%M%S}000Z-{n:08x}"
 
 
@@ -92,11 +149,15 @@ class Device:
     recipient: str
     spool: Spool
 
-    def record(self, n: int, rng: random.Random, sizes: tuple[int, int]) -> tuple[Made, bytes]:
+    def record(
+        self, n: int, rng: random.Random, sizes: tuple[int, int], clock_offset_s: float = 0.0
+    ) -> tuple[Made, bytes]:
         """Seal recording ``n`` into the spool: random ciphertext and a signed, encrypted manifest."""
-        rec_id = recording_id(n)
+        rec_id = recording_id(n, clock_offset_s)
         ciphertext = rng.randbytes(rng.randint(*sizes))
-        manifest = make_manifest(rec_id, device=self.device_id, ciphertext=ciphertext)
+        at = EPOCH + timedelta(seconds=n + clock_offset_s)
+        started = at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        manifest = make_manifest(rec_id, device=self.device_id, started_at=started, ciphertext=ciphertext)
         folder = self.spool.begin(rec_id)
         (folder / MANIFEST_NAME).write_bytes(encrypt_bytes(sign_manifest(manifest, self.key), [self.recipient]))
         (folder / AUDIO_NAME).write_bytes(ciphertext)

@@ -29,8 +29,8 @@ class Made:
 
     rec_id: str
     device: str
-    size: int
-    sha256: str
+    size: int | None
+    sha256: str | None  # None: made by the recorder, whose bytes only the manifest can tell
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,8 @@ def delivery_problems(
             continue
         if entry.device != want.device:
             problems.append(f"{entry.rec_id}: archived for device {entry.device}, made by {want.device}")
-        if entry.row_sha256 != want.sha256 or entry.file_sha256 != want.sha256:
+        sha256 = want.sha256 if want.sha256 is not None else entry.row_sha256
+        if entry.row_sha256 != sha256 or entry.file_sha256 != sha256:
             problems.append(
                 f"{entry.rec_id}: SHA-256 made {want.sha256}, index {entry.row_sha256}, file {entry.file_sha256}"
             )
@@ -145,6 +146,7 @@ class OutboxWatcher:
         self._known: set[str] = set()
         self._lock = threading.Lock()
         self.removals: list[Removal] = []
+        self.seen: set[str] = set()  # every id the outbox ever held while watched
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="outbox-watcher", daemon=True)
 
@@ -168,6 +170,7 @@ class OutboxWatcher:
         """Look once at the outbox and note every id that left it since the last look."""
         with self._lock:
             now = set(self.ids())
+            self.seen |= now
             for rec_id in sorted(self._known - now):
                 where = "rejected" if (self._rejected / rec_id).exists() else "deleted"
                 self.removals.append(Removal(rec_id, self._is_archived(rec_id), where))
