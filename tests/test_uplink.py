@@ -393,19 +393,24 @@ def test_repeated_and_stray_acks_are_harmless(
     agent.duplicate_acks = True
     agent.drop_chunks = {3}
 
-    def stray_acks(rid: str, index: int) -> None:
-        if rid == second and index == 0:
-            # Late repeats about the first recording and an ack for a recording nobody has.
+    sent_strays: list[str] = []
+
+    def stray_acks(rid: str) -> None:
+        if rid == second and not sent_strays:
+            # The first one is stored by now (its fin was answered before this one was sent):
+            # late repeats about it, and an ack for a recording nobody has.
+            sent_strays.append(rid)
             agent.send_ack(Ack(first, AckStatus.STORED))
             agent.send_ack(Ack(first, AckStatus.MISSING, ((0, 10),), need_manifest=True))
             agent.send_ack(Ack(rec_id(99), AckStatus.STORED))
 
-    agent.on_chunk = stray_acks
+    agent.on_fin = stray_acks
     uplink = make_uplink(mosquitto.settings)
     with caplog.at_level(logging.WARNING, logger="linerec.uplink"):
         uplink.start()
         assert uplink.wait_delivered(15)
 
+    assert sent_strays == [second]
     assert agent.stored == [first, second]
     for rid, data in audio.items():
         assert agent.data[rid] == data
