@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench lint bootstrap clean
+.PHONY: demo test bench lint bootstrap clean install uninstall
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -23,6 +23,15 @@ bench: bootstrap
 lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# On the Pi: `sudo make install` (PARTS=agent on the archive host, PARTS="device agent" for both).
+# DESTDIR=<dir> stages the tree without touching this machine; scripts/install.sh lists the settings.
+install:
+	@scripts/install.sh
+
+# Keeps /etc/linerec and the recordings unless PURGE=1.
+uninstall:
+	@scripts/uninstall.sh
 
 clean:
 	rm -rf demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -144,6 +144,8 @@ class SoundCard:
         self._out_lock = threading.Lock()
         self._input: Any = None
         self._output: Any = None
+        # When the capture callback last ran (monotonic): the watchdog's sign that the card still delivers.
+        self._captured_at = time.monotonic()
 
     def start(self) -> None:
         """Open the card and start capturing (and playing silence until there is something to play)."""
@@ -169,6 +171,7 @@ class SoundCard:
             raise LineError(msg) from None
         self.card_rate = rate
         self._card_block_s = block / rate
+        self._captured_at = time.monotonic()
         if rate != self.sample_rate:
             self._down = _soxr().ResampleStream(rate, self.sample_rate, 1, dtype="int16", quality=RESAMPLE_QUALITY)
             log.info("sound device %s runs at %d Hz; resampling to %d Hz", device.label, rate, self.sample_rate)
@@ -217,6 +220,7 @@ class SoundCard:
         raise LineError(msg)
 
     def _captured(self, indata: NDArray[np.int16], _frames: int, _time: Any, status: Any) -> None:
+        self._captured_at = time.monotonic()
         if status.input_overflow:
             self.driver_overflows += 1
         try:
@@ -260,6 +264,12 @@ class SoundCard:
         joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
         self._pending = joined[frames:]
         return joined[:frames]
+
+    def capture_age(self) -> float | None:
+        """Seconds since the card last delivered a block; None while it is not capturing."""
+        if self._input is None:
+            return None
+        return time.monotonic() - self._captured_at
 
     def take_overflows(self) -> int:
         """Blocks lost (reader behind or card overrun) since the last call, e.g. during one recording."""

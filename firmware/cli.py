@@ -1,4 +1,4 @@
-"""The ``linerec`` command: run the recorder, play the demo, show the device key."""
+"""The ``linerec`` command: run the recorder, play the demo, show the device key and the status."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from firmware import __version__, config
+from firmware import __version__, config, logs
 from firmware.errors import LinerecError
 from firmware.homeassistant import Discovery
 
@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     selftest = sub.add_parser("selftest", help="check the line, sound card, broker, keys and spool")
     selftest.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
 
+    status = sub.add_parser("status", help="the service's state, the last calls, the spool and the disk")
+    status.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
+    status.add_argument("--json", action="store_true", help="print the status as one JSON object")
+
     consent = sub.add_parser(
         "consent",
         help="the consent rule a call from NUMBER gets, and why; or 'consent prompt' to make a spoken notice",
@@ -82,11 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``linerec``; returns the exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(verbose=args.verbose)  # structured entries when stderr is the journal, else lines
     try:
         if args.command == "demo":
             return _demo(args)
@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys_show(args.config)
         if args.command == "selftest":
             return _selftest(args.config)
+        if args.command == "status":
+            return _status(args)
         if args.command == "decode":
             return _decode(args)
         if args.command == "trim":
@@ -199,6 +201,19 @@ def _selftest(path: Path) -> int:
     return 1 if failed else 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from firmware import status  # noqa: PLC0415
+
+    report = status.gather(config.load(args.config))
+    if args.json:
+        print(json.dumps(report, sort_keys=True))
+    else:
+        print("\n".join(status.render(report)))
+    return 0
+
+
 def _keys_show(path: Path) -> int:
     from firmware.wire.signing import load_or_create_signing_key, public_key_text  # noqa: PLC0415
 
@@ -225,10 +240,12 @@ def _discovery(cfg: config.DeviceConfig) -> Discovery | None:
 
 def _run(path: Path) -> int:
     cfg = config.load(path)
+    from firmware import watchdog  # noqa: PLC0415
     from firmware.line import open_backend  # noqa: PLC0415
     from firmware.recovery import recover  # noqa: PLC0415
     from firmware.service import DeviceService  # noqa: PLC0415
     from firmware.spool import Spool  # noqa: PLC0415
+    from firmware.status import StatusFile, status_path  # noqa: PLC0415
     from firmware.uplink import Uplink  # noqa: PLC0415
     from firmware.wire.signing import load_or_create_signing_key  # noqa: PLC0415
 
@@ -236,10 +253,16 @@ def _run(path: Path) -> int:
     spool = Spool(cfg.device.spool_dir)
     recover(spool, config=cfg, signing_key=key)  # calls a crash interrupted go out like any other
     stop = threading.Event()
+    health = watchdog.Health(deadline_s=watchdog.watchdog_timeout() or watchdog.DEFAULT_TIMEOUT_S)
+    status_file = StatusFile(
+        status_path(cfg), device_id=cfg.device.id, line=cfg.device.line, line_name=cfg.device.line_name
+    )
+    dog = watchdog.Watchdog.for_environment(health, on_verdict=lambda verdict: status_file.update(verdict=verdict))
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
         stop.set()
+        dog.stopping(f"stopping on signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
@@ -258,15 +281,30 @@ def _run(path: Path) -> int:
     uplink.start()
     try:
         with line:
-            services.append(
-                DeviceService.on_line(config=cfg, backend=line, spool=spool, signing_key=key, uplink=uplink)
+            watch = watchdog.LineWatch()
+            watchdog.watch_recorder(health, watch, line, uplink)
+            service = DeviceService.on_line(
+                config=cfg,
+                backend=line,
+                spool=spool,
+                signing_key=key,
+                uplink=uplink,
+                watch=watch,
+                on_status=lambda: status_file.update(facts=services[0].status_facts()),
             )
-            services[0].run(stop)
+            services.append(service)
+            status_file.update(facts=service.status_facts())
+            dog.ready()
+            service.run(stop)
+        for part in watchdog.LINE_PARTS:
+            health.forget(part)  # the line is closed: only delivery is left to watch
         if cfg.device.line == "sim":
             log.info("simulated line finished; delivering what is left in the spool")
             while not stop.is_set() and not uplink.wait_delivered(1.0):
                 pass
     finally:
+        dog.stop()
+        status_file.stopped()
         uplink.stop()
     return 0
 

@@ -11,7 +11,7 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +35,14 @@ from firmware.consent.notices import NoticeLibrary
 from firmware.consent.rules import RuleBook, load_rules
 from firmware.consent.session import Consent, ConsentSession
 from firmware.errors import ConfigError
-from firmware.line.base import LineBackend, LineBlock, LineEvent, RingStart, ToneDetector
+from firmware.line.base import BackendHealth, LineBackend, LineBlock, LineEvent, RingStart, ToneDetector
 from firmware.line.listener import CallerIdDecoderLike, CallerIdListener
+from firmware.logs import set_call_id
 from firmware.recorder import CallRecorder
 from firmware.spool import Spool
 from firmware.uplink import Uplink
-from firmware.wire.manifest import utc_iso
+from firmware.watchdog import LineWatch
+from firmware.wire.manifest import new_recording_id, utc_iso
 
 log = logging.getLogger("linerec.service")
 
@@ -106,8 +108,16 @@ class DeviceService:
         uplink: Uplink | None = None,
         tone_detector: ToneDetector | None = None,
         caller_id_decoder: CallerIdDecoderLike | None = None,
+        watch: LineWatch | None = None,
+        on_status: Callable[[], None] | None = None,
     ) -> None:
         self._config = config
+        # Signs of life for the watchdog: every block read and handled, and the backend's health.
+        self.watch = watch if watch is not None else LineWatch()
+        # Told whenever what status_facts() says has changed (the status file follows it).
+        self._on_status = on_status
+        # Tags the log of the call in progress (journalctl LINEREC_CALL_ID=...).
+        self._call_id: str | None = None
         self._backend = backend
         # Call-progress tones heard in the call's audio end it when nothing better says so.
         self._tones = tone_detector
@@ -166,6 +176,8 @@ class DeviceService:
         spool: Spool,
         signing_key: Ed25519PrivateKey,
         uplink: Uplink | None = None,
+        watch: LineWatch | None = None,
+        on_status: Callable[[], None] | None = None,
     ) -> DeviceService:
         """The service with the tone detector and caller ID decoder the configured line path needs."""
         tones, caller_ids = line_decoders(config)
@@ -177,6 +189,8 @@ class DeviceService:
             uplink=uplink,
             tone_detector=tones,
             caller_id_decoder=caller_ids,
+            watch=watch,
+            on_status=on_status,
         )
 
     def run(self, stop: threading.Event | None = None) -> list[str]:
@@ -184,9 +198,14 @@ class DeviceService:
         rate = self._backend.sample_rate
         t = 0.0
         while stop is None or not stop.is_set():
+            self.watch.reading()
             block = self._backend.read_block()
+            self.watch.handling()
             if block is None:
                 break
+            for event in block.events:
+                if isinstance(event, BackendHealth):
+                    self.watch.backend_health(healthy=event.healthy, detail=event.detail)
             if len(block.audio):
                 self._audio_at = block.t  # the first sample a recording started now would hold
             for event in (*block.events, *self._listen(block)):
@@ -207,6 +226,7 @@ class DeviceService:
             if self._consent is not None and self._recorder.active:
                 for beep in self._consent.tick(t):
                     self._play(beep.audio, t)
+        self.watch.finish()
         self.call, actions = calls.line_lost(self.call, t)
         self._act(actions)
         return self.recorded
@@ -322,6 +342,8 @@ class DeviceService:
 
     def _play(self, audio: NDArray[np.int16], t: float) -> None:
         """Play to the line from about ``t``, queued after what is still playing."""
+        # A half-duplex modem plays before it returns: the loop is busy, not stuck, meanwhile.
+        self.watch.expect_busy(len(audio) / self._rate)
         self._backend.play(audio)
         self._own_audio_until = max(self._own_audio_until, t) + len(audio) / self._rate
 
@@ -360,9 +382,14 @@ class DeviceService:
                 set_led("fault" if low else "idle")
             if self._uplink is not None:
                 self._uplink.notify_status()
+            if self._on_status is not None:
+                self._on_status()
         return free
 
-    def _announce(self, before: Call, after: Call, event: object) -> None:
+    def _announce(self, before: Call, after: Call, event: LineEvent) -> None:
+        if before.state is CallState.IDLE and after.state is not CallState.IDLE:
+            self._call_id = new_recording_id(event.t)
+            set_call_id(self._call_id)
         if isinstance(event, RingStart) and after.state is CallState.RINGING:
             self._event("ringing", after)
         elif before.state is not CallState.ANSWERED and after.state is CallState.ANSWERED:
@@ -380,6 +407,11 @@ class DeviceService:
         if self._uplink is not None:
             self._uplink.publish_event(kind, **facts)
             self._uplink.notify_status()  # every event moves the line state
+        if self._on_status is not None:
+            self._on_status()
+        if kind in ("ended", "missed"):
+            self._call_id = None
+            set_call_id(None)
 
     def _sealed(self, rec_id: str) -> None:
         self.recorded.append(rec_id)

@@ -252,7 +252,10 @@ class LineBackend(abc.ABC):
     * :meth:`start`: open the hardware (the default does nothing);
     * :meth:`health`: report whether it still works (the default says it does);
     * :meth:`take_overflows`: say how many blocks of audio were lost since it was
-      last asked (the default cannot tell, and says none).
+      last asked (the default cannot tell, and says none);
+    * :meth:`capture_age`: say how long ago its capture thread last delivered
+      audio, for the watchdog (the default has no such thread, and says None).
+      It is called from another thread, so it must not block or take a lock.
 
     Used as a context manager, a backend is started on entry and closed on exit.
     """
@@ -271,6 +274,10 @@ class LineBackend(abc.ABC):
     def take_overflows(self) -> int:
         """Blocks of audio lost since the last call (the reader fell behind, or the card did)."""
         return 0
+
+    def capture_age(self) -> float | None:
+        """Seconds since the capture thread last delivered audio; None when the backend has no such thread."""
+        return None
 
     @abc.abstractmethod
     def read_block(self) -> LineBlock | None:

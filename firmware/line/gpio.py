@@ -264,6 +264,11 @@ class GpioLine(LineBackend):
         take = getattr(self._audio, "take_overflows", None)
         return int(take()) if take is not None else 0
 
+    def capture_age(self) -> float | None:
+        """Seconds since the sound card last delivered audio (None for a source without a capture thread)."""
+        age = getattr(self._audio, "capture_age", None)
+        return age() if age is not None else None
+
     def read_block(self) -> LineBlock | None:
         """The next block of audio, with the line events decided while it was captured.
 

@@ -172,7 +172,7 @@ def _mount_small_disk(folder: Path) -> bool:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
+def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
     if shutil.which("mosquitto") is None and not Path("/usr/sbin/mosquitto").exists():
         pytest.fail("mosquitto is not installed; `make test` installs it with apt-get")
     key = load_or_create_signing_key(tmp_path / "signing.key")  # the recorder's key, from the same file
@@ -180,6 +180,8 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     (tmp_path / "identity.txt").write_text(identity + "\n")
     disk = tmp_path / "archive"
     mounted = _mount_small_disk(disk)
+    if mounted:  # registered first, so that it runs even if what follows fails
+        request.addfinalizer(lambda: subprocess.run(["umount", "--lazy", str(disk)], check=False))
     archive = Archive(disk)
     archive.enrol(DEVICE, public_key_text(key))
     spool = Spool(tmp_path / "spool")
@@ -225,8 +227,6 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         watcher.stop()
         broker.kill()
         archive.close()
-        if mounted:
-            subprocess.run(["umount", "--lazy", str(disk)], check=False)
 
 
 def kill(rig: Rig, kind: str, pause: float) -> int:
