@@ -2,7 +2,7 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench lint bootstrap clean install uninstall
+.PHONY: demo test bench lint bootstrap clean install uninstall schematics
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -23,6 +23,11 @@ bench: bootstrap
 lint: bootstrap
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# The line-interface board: checks it (ERC, isolation, voltage ratings, pin map), then writes
+# the KiCad netlist, the BOM and the schematic picture into hardware/.
+schematics: bootstrap
+	$(PY) -m schematics.build hardware
 
 # On the Pi: `sudo make install` (PARTS=agent on the archive host, PARTS="device agent" for both).
 # DESTDIR=<dir> stages the tree without touching this machine; scripts/install.sh lists the settings.
