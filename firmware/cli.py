@@ -14,6 +14,7 @@ from types import FrameType
 from firmware import __version__, config, logs
 from firmware.errors import LinerecError
 from firmware.homeassistant import Discovery
+from firmware.wire.errors import ConfigError
 
 log = logging.getLogger("linerec")
 
@@ -83,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+EXIT_CONFIG = 78  # sysexits' EX_CONFIG; linerec.service has RestartPreventExitStatus=78
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``linerec``; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args.config)
     except LinerecError as exc:
         print(f"linerec: error: {exc}", file=sys.stderr)
-        return 1
+        # The service's own status for a config it can only fail on again, so systemd does not restart it.
+        return EXIT_CONFIG if args.command == "run" and isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -240,6 +245,10 @@ def _discovery(cfg: config.DeviceConfig) -> Discovery | None:
 
 def _run(path: Path) -> int:
     cfg = config.load(path)
+    if cfg.device.line == "sim" and os.environ.get("INVOCATION_ID"):
+        # systemd sets INVOCATION_ID for every unit: the example config, installed but not yet edited.
+        msg = f'{path}: device.line is "sim" (the simulated line); set it to "gpio" or "modem" for the service'
+        raise ConfigError(msg)
     from firmware import watchdog  # noqa: PLC0415
     from firmware.line import open_backend  # noqa: PLC0415
     from firmware.recovery import recover  # noqa: PLC0415

@@ -104,13 +104,13 @@ def test_agent_config_rejects_unknown_keys(tmp_path: Path) -> None:
         agent_config.load(path)
 
 
-def test_run_with_a_broken_config_prints_one_line_and_exits_1(
+def test_run_with_a_broken_config_prints_one_line_and_exits_with_the_config_status(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from firmware.cli import main  # noqa: PLC0415
 
     path = write(tmp_path, minimal("[audio]\nsample_rate = 44100\n"))
-    assert main(["run", "--config", str(path)]) == 1
+    assert main(["run", "--config", str(path)]) == 78  # EX_CONFIG: systemd does not restart it
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"linerec: error: {path}: audio.sample_rate is 44100; expected 8000 or 16000"]
 
@@ -123,3 +123,16 @@ def test_missing_tls_files_are_one_clear_error_when_the_client_is_made(tmp_path:
         settings.client("pi-1")
     expected = f"cannot load the TLS files for the broker at broker.lan:8883 ({tmp_path}/ca.crt)"
     assert str(info.value).startswith(expected)
+
+
+def test_the_service_refuses_the_simulated_line_under_systemd(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from firmware.cli import main  # noqa: PLC0415
+
+    path = write(tmp_path, minimal(device='id = "pi-1"\nline = "sim"'))
+    monkeypatch.setenv("INVOCATION_ID", "0123456789abcdef0123456789abcdef")
+    assert main(["run", "--config", str(path)]) == 78
+    err = capsys.readouterr().err.strip().splitlines()
+    sim = 'device.line is "sim" (the simulated line); set it to "gpio" or "modem" for the service'
+    assert err == [f"linerec: error: {path}: {sim}"]
