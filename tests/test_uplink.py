@@ -405,7 +405,8 @@ def test_repeated_and_stray_acks_are_harmless(
             agent.send_ack(Ack(rec_id(99), AckStatus.STORED))
 
     agent.on_fin = stray_acks
-    uplink = make_uplink(mosquitto.settings)
+    # Long enough that a loaded machine never times out a fin: a timeout is a retry of its own.
+    uplink = make_uplink(mosquitto.settings, ack_timeout_s=10.0)
     with caplog.at_level(logging.WARNING, logger="linerec.uplink"):
         uplink.start()
         assert uplink.wait_delivered(15)
