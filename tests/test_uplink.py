@@ -198,7 +198,9 @@ def make_uplink(spool: Spool) -> Iterator[Callable[..., Uplink]]:
     def make(broker: BrokerSettings, **options: Any) -> Uplink:
         settings: dict[str, Any] = {
             "chunk_size": CHUNK,
-            "ack_timeout_s": 1.0,
+            # Long enough that a loaded machine does not time out a fin (a timeout is a retry of its
+            # own and would change what the tests count); the timeout tests set their own.
+            "ack_timeout_s": 5.0,
             "publish_timeout_s": 2.0,
             "retry_backoff_s": (0.05, 0.3),
         }
@@ -248,7 +250,7 @@ def test_the_next_recording_goes_out_while_the_agent_stores_the_one_before_and_i
     first, second, third = rec_id(1), rec_id(2), rec_id(3)
     audio = {rid: spool_recording(spool, rid, 100_000, n) for n, rid in enumerate((first, second, third))}
     agent.silent = True  # the agent is slow to store the first one
-    uplink = make_uplink(mosquitto.settings)
+    uplink = make_uplink(mosquitto.settings, ack_timeout_s=2.0)
     uplink.start()
     wait_until(lambda: agent.count("chunk", second) == 4, what="the second recording's bytes")
     kinds = [(kind, rid) for kind, rid, _ in list(agent.log)]
@@ -405,8 +407,7 @@ def test_repeated_and_stray_acks_are_harmless(
             agent.send_ack(Ack(rec_id(99), AckStatus.STORED))
 
     agent.on_fin = stray_acks
-    # Long enough that a loaded machine never times out a fin: a timeout is a retry of its own.
-    uplink = make_uplink(mosquitto.settings, ack_timeout_s=10.0)
+    uplink = make_uplink(mosquitto.settings)
     with caplog.at_level(logging.WARNING, logger="linerec.uplink"):
         uplink.start()
         assert uplink.wait_delivered(15)
