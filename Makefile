@@ -19,6 +19,7 @@ bench: bootstrap
 	$(PY) bench/dsp.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/transfer.py
+	$(PY) bench/archive.py
 
 lint: bootstrap
 	$(VENV)/bin/ruff check .

@@ -11,18 +11,23 @@ Layout under the archive root::
 A recording is in the archive once its index row is committed; the files are
 renamed into place and fsynced (with their directories) before that, so a row
 never points at a file a power cut could take away.
+
+Queries live in ``agent/index.py``, tags, notes and legal holds in
+``agent/annotate.py``, deletion in ``agent/purge.py`` and re-checking in
+``agent/integrity.py``; they reach the index through ``read``, ``stream`` and
+``transaction`` here. Every connection runs with ``secure_delete`` on, so a
+deleted row's bytes are overwritten in its page rather than left in free space.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +37,8 @@ from typing import Any, Self
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import ArchiveError, EnrolmentError, NotFound
+from agent.schema import CALL_COLUMNS, INSERT_CALL, MIGRATIONS, SCHEMA_VERSION, digits, install_functions, utc_text
+from agent.storage import fsync_path, place_files, place_original, unplace, unplace_original
 from firmware.wire.errors import WireError
 from firmware.wire.manifest import Manifest
 from firmware.wire.signing import parse_public_key, public_key_text
@@ -53,61 +60,10 @@ def audio_suffix(manifest: Manifest) -> str:
 
 MANIFEST_SUFFIX = ".manifest.age"
 
-# Each entry moves the schema from version N to N+1; append, never edit.
-_MIGRATIONS = (
-    """
-    CREATE TABLE devices (
-        id TEXT PRIMARY KEY,
-        public_key TEXT NOT NULL,
-        enrolled_at TEXT NOT NULL,
-        last_seen TEXT,
-        status TEXT
-    );
-    CREATE TABLE calls (
-        id TEXT PRIMARY KEY,
-        device TEXT NOT NULL REFERENCES devices(id),
-        line TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        started_utc TEXT NOT NULL,
-        answered_at TEXT,
-        ended_at TEXT NOT NULL,
-        duration_s REAL NOT NULL,
-        caller_number TEXT,
-        caller_name TEXT,
-        caller_absent TEXT,
-        answered INTEGER NOT NULL,
-        hangup_cause TEXT NOT NULL,
-        ring_count INTEGER NOT NULL,
-        path TEXT NOT NULL,
-        manifest_path TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        stored_at TEXT NOT NULL
-    );
-    CREATE INDEX calls_by_time ON calls (started_utc, id);
-    CREATE INDEX calls_by_device ON calls (device, started_utc, id);
-    CREATE TABLE rejections (
-        seq INTEGER PRIMARY KEY,
-        at TEXT NOT NULL,
-        device TEXT NOT NULL,
-        rec_id TEXT,
-        reason TEXT NOT NULL
-    );
-    """,
-    # 2: the untrimmed original kept beside a trimmed recording (audio.keep_original on the device).
-    "ALTER TABLE calls ADD COLUMN original_path TEXT;",
-)
-SCHEMA_VERSION = len(_MIGRATIONS)
-
-_CALL_COLUMNS = (
-    "id, device, line, started_at, answered_at, ended_at, duration_s, caller_number, caller_name,"
-    " caller_absent, answered, hangup_cause, ring_count, path, manifest_path, size, sha256, stored_at,"
-    " original_path"
-)
-_SELECT_CALLS = f"SELECT {_CALL_COLUMNS} FROM calls"  # noqa: S608  (fixed column list)
-# started_utc is the start time normalised to UTC, so that ordering by it is ordering by time.
-_PLACEHOLDERS = ", ".join("?" * (_CALL_COLUMNS.count(",") + 2))
-_INSERT_CALL = f"INSERT INTO calls ({_CALL_COLUMNS}, started_utc) VALUES ({_PLACEHOLDERS})"  # noqa: S608
+# The schema and its migrations live in agent/schema.py; these names are kept for readers of the index.
+_MIGRATIONS = MIGRATIONS
+__all__ = ["AUDIO_CODECS", "MANIFEST_SUFFIX", "SCHEMA_VERSION", "Archive", "CallRow", "audio_suffix", "fsync_path"]
+_SELECT_CALLS = f"SELECT {CALL_COLUMNS} FROM calls"  # noqa: S608  (fixed column list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +89,17 @@ class CallRow:
     sha256: str
     stored_at: str
     original_path: str | None = None  # absolute path of the untrimmed original, when the device kept one
+    # The consent evidence in brief (None: the device sent none); the whole of it is in ``show``.
+    consent_rule: str | None = None  # e.g. "one-party", "all-party", "express"
+    consent_jurisdiction: str | None = None  # the region whose rule won, e.g. "US-CA"
+    consent_recorded: bool | None = None  # False: consent was refused or the number is never recorded
+    consent_notice: bool | None = None  # a notice (announcement or question) was played
+    consent_express: str | None = None  # the caller's answer to an express question: yes, no or timeout
+
+    @property
+    def has_audio(self) -> bool:
+        """Whether the recording holds any audio (a missed or refused call holds none)."""
+        return self.duration_s > 0
 
     def to_json(self) -> dict[str, Any]:
         """The row as a JSON-ready object (one line of ``linerec-agent list``)."""
@@ -151,15 +118,6 @@ def _utc(text: str) -> datetime | None:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-def fsync_path(path: Path) -> None:
-    """Flush a file's or directory's contents and entry table to stable storage."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -169,6 +127,26 @@ def _caller_fields(caller_id: dict[str, Any] | None) -> tuple[str | None, str | 
         return None, None, None
     absent = _text(caller_id.get("number_absent")) or _text(caller_id.get("name_absent"))
     return _text(caller_id.get("number")), _text(caller_id.get("name")), absent
+
+
+def _flag(value: object) -> int | None:
+    return int(value) if isinstance(value, bool) else None
+
+
+def _consent_fields(consent: dict[str, Any] | None) -> tuple[Any, ...]:
+    """The consent columns of a call, and its evidence as JSON text (all None without evidence)."""
+    if not isinstance(consent, dict):
+        return None, None, None, None, None, None
+    notices = consent.get("notices")
+    express = consent.get("express")
+    return (
+        _text(consent.get("rule")),
+        _text(consent.get("jurisdiction")),
+        _flag(consent.get("recorded")),
+        int(bool(notices)) if isinstance(notices, list) else None,
+        _text(express.get("answer")) if isinstance(express, dict) else None,
+        json.dumps(consent, sort_keys=True, separators=(",", ":")),
+    )
 
 
 class Archive:
@@ -186,6 +164,7 @@ class Archive:
         self.db_path = Path(db_path) if db_path is not None else self.root / "index.sqlite"
         self._clock = clock
         self._lock = threading.RLock()
+        self._reader: sqlite3.Connection | None = None  # for ``stream``; lent to one stream at a time
         try:
             self.incoming_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -197,6 +176,8 @@ class Archive:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA secure_delete = ON")
+            install_functions(self._db)
             self._migrate()
         except sqlite3.Error as exc:
             msg = f"cannot open the archive index {self.db_path}: {exc}"
@@ -226,7 +207,14 @@ class Archive:
     def close(self) -> None:
         """Close the index; the archive object cannot be used afterwards."""
         with self._lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             self._db.close()
+
+    def now(self) -> float:
+        """The archive's clock (seconds since the epoch), for times written into the index."""
+        return self._clock()
 
     def __enter__(self) -> Self:
         return self
@@ -247,11 +235,47 @@ class Archive:
                 raise ArchiveError(msg) from None
 
     def _write(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        with self.transaction() as db:
+            db.execute(sql, params)
+
+    def read(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Every row a query gives; for small answers (use ``stream`` for long ones)."""
+        return self._query(sql, params)
+
+    def stream(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[sqlite3.Row]:
+        """The rows of a query, one at a time, from a connection of their own (memory stays flat)."""
+        with self._lock:
+            db, self._reader = self._reader, None
+        cursor = None
+        try:
+            if db is None:
+                db = sqlite3.connect(self.db_path, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA busy_timeout = 10000")
+                install_functions(db)
+            cursor = db.execute(sql, params)
+            cursor.row_factory = sqlite3.Row
+            yield from cursor
+        except sqlite3.Error as exc:
+            msg = f"archive index {self.db_path} cannot be read: {exc}"
+            raise ArchiveError(msg) from None
+        finally:
+            if cursor is not None:
+                cursor.close()  # ends the statement, and with it the read snapshot it held
+            if db is not None:
+                with self._lock:
+                    if self._reader is None and not db.in_transaction:
+                        self._reader = db
+                    else:
+                        db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """The index's connection inside ``BEGIN IMMEDIATE`` (the write lock), committed if the block ends well."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    self._db.execute(sql, params)
+                    yield self._db
                     self._db.execute("COMMIT")
                 except BaseException:
                     self._db.execute("ROLLBACK")
@@ -259,6 +283,12 @@ class Archive:
             except sqlite3.Error as exc:
                 msg = f"archive index {self.db_path} cannot be written: {exc}"
                 raise ArchiveError(msg) from None
+
+    @contextmanager
+    def connection(self) -> Iterator[sqlite3.Connection]:
+        """The index's connection, held for the block; for helpers that manage their own transaction."""
+        with self._lock:
+            yield self._db
 
     # --- devices -----------------------------------------------------------------
 
@@ -318,7 +348,7 @@ class Archive:
         if not rows:
             msg = f"recording {rec_id!r} is not in the archive at {self.root}"
             raise NotFound(msg)
-        return self._row(rows[0])
+        return self.row(rows[0])
 
     def calls(self, *, device: str | None = None, limit: int | None = None) -> Iterator[CallRow]:
         """Archived recordings, newest first, optionally of one device and at most ``limit``."""
@@ -332,11 +362,15 @@ class Archive:
             sql += " LIMIT ?"
             params = (*params, max(limit, 0))
         for row in self._query(sql, params):
-            yield self._row(row)
+            yield self.row(row)
 
-    def _row(self, row: sqlite3.Row) -> CallRow:
+    def row(self, row: sqlite3.Row | Mapping[str, Any]) -> CallRow:
+        """A ``calls`` row (selected with ``agent.schema.CALL_COLUMNS``) as a CallRow with absolute paths."""
         values = dict(row)
         values["answered"] = bool(values["answered"])
+        for name in ("consent_recorded", "consent_notice"):
+            if values[name] is not None:
+                values[name] = bool(values[name])
         values["path"] = str(self.root / values["path"])
         values["manifest_path"] = str(self.root / values["manifest_path"])
         if values["original_path"] is not None:
@@ -352,16 +386,6 @@ class Archive:
             except ValueError:
                 started = datetime.fromtimestamp(self._clock(), UTC)
         return Path(manifest.device_id, f"{started:%Y}", f"{started:%m}", f"{started:%d}"), started
-
-    def _make_dirs(self, relative: Path) -> None:
-        """Create ``root/relative`` a component at a time, fsyncing each new entry."""
-        current = self.root
-        for part in relative.parts:
-            parent, current = current, current / part
-            if not current.is_dir():
-                current.mkdir(exist_ok=True)
-                fsync_path(current)
-                fsync_path(parent)
 
     def store(
         self, manifest: Manifest, manifest_doc_age: bytes, ciphertext: Path, original: Path | None = None
@@ -382,14 +406,22 @@ class Archive:
             manifest_rel = relative / (manifest.recording_id + MANIFEST_SUFFIX)
             original_rel = relative / (manifest.recording_id + ".original" + audio_suffix(manifest))
             if original is not None:
-                self._place_original(relative, original_rel, Path(original))
+                place_original(self.root, relative, original_rel, Path(original))
             try:
-                self._place_files(relative, audio_rel, manifest_rel, manifest_doc_age, Path(ciphertext))
+                place_files(
+                    self.root,
+                    relative,
+                    audio_rel=audio_rel,
+                    manifest_rel=manifest_rel,
+                    doc=manifest_doc_age,
+                    ciphertext=Path(ciphertext),
+                )
             except ArchiveError:
                 if original is not None:
-                    self._unplace_original(original_rel, Path(original))
+                    unplace_original(self.root, original_rel, Path(original))
                 raise
             number, name, absent = _caller_fields(manifest.caller_id)
+            *consent, evidence = _consent_fields(manifest.consent)
             row = (
                 manifest.recording_id,
                 manifest.device_id,
@@ -410,77 +442,26 @@ class Archive:
                 manifest.ciphertext["sha256"],
                 _iso(self._clock()),
                 str(original_rel) if original is not None else None,
-                started.isoformat(timespec="milliseconds"),
+                *consent,
+                utc_text(started),
+                digits(number),
             )
             try:
-                self._write(_INSERT_CALL, row)
+                self._index(row, evidence)
             except ArchiveError:
-                self._unplace(audio_rel, manifest_rel, Path(ciphertext))
+                unplace(self.root, audio_rel, manifest_rel, Path(ciphertext))
                 if original is not None:
-                    self._unplace_original(original_rel, Path(original))
+                    unplace_original(self.root, original_rel, Path(original))
                 raise
             log.info("stored recording %s at %s", manifest.recording_id, self.root / audio_rel)
             return self.get(manifest.recording_id)
 
-    def _place_files(self, relative: Path, audio_rel: Path, manifest_rel: Path, doc: bytes, ciphertext: Path) -> None:
-        """Rename the ciphertext into place and write the manifest; all fsynced, or nothing left."""
-        target = self.root / relative
-        step_path = target
-        try:
-            self._make_dirs(relative)
-            step_path = self.root / manifest_rel
-            tmp = step_path.with_name(step_path.name + ".tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                out.write(doc)
-                out.flush()
-                os.fsync(out.fileno())
-            tmp.replace(step_path)
-            step_path = ciphertext
-            fsync_path(ciphertext)
-            step_path = self.root / audio_rel
-            ciphertext.replace(step_path)
-            step_path = target
-            fsync_path(target)
-            fsync_path(ciphertext.parent)
-        except OSError as exc:
-            self._unplace(audio_rel, manifest_rel, ciphertext)
-            msg = f"cannot store a recording at {exc.filename or step_path}: {exc.strerror or exc}"
-            raise ArchiveError(msg) from None
-
-    def _place_original(self, relative: Path, original_rel: Path, original: Path) -> None:
-        """Rename the untrimmed original into place, fsynced; before the recording, so a row never lacks it."""
-        try:
-            self._make_dirs(relative)
-            fsync_path(original)
-            original.replace(self.root / original_rel)
-            fsync_path(self.root / relative)
-            fsync_path(original.parent)
-        except OSError as exc:
-            self._unplace_original(original_rel, original)
-            msg = f"cannot store a recording at {exc.filename or original_rel}: {exc.strerror or exc}"
-            raise ArchiveError(msg) from None
-
-    def _unplace_original(self, original_rel: Path, original: Path) -> None:
-        placed = self.root / original_rel
-        if placed.exists() and not original.exists():
-            try:
-                placed.replace(original)
-            except OSError:
-                log.exception("cannot move %s back to %s", placed, original)
-
-    def _unplace(self, audio_rel: Path, manifest_rel: Path, ciphertext: Path) -> None:
-        """Undo what ``_place_files`` did, as far as the disk lets us, so a retry can succeed."""
-        audio = self.root / audio_rel
-        manifest = self.root / manifest_rel
-        for path in (manifest, manifest.with_name(manifest.name + ".tmp")):
-            with contextlib.suppress(OSError):
-                path.unlink(missing_ok=True)
-        if audio.exists() and not ciphertext.exists():
-            try:
-                audio.replace(ciphertext)
-            except OSError:
-                log.exception("cannot move %s back to %s", audio, ciphertext)
+    def _index(self, row: tuple[Any, ...], evidence: str | None) -> None:
+        """Commit a recording's row (and its consent evidence): from then on it is in the archive."""
+        with self.transaction() as db:
+            db.execute(INSERT_CALL, row)
+            if evidence is not None:
+                db.execute("INSERT INTO call_consent (call_id, evidence) VALUES (?, ?)", (row[0], evidence))
 
     # --- rejections --------------------------------------------------------------
 

@@ -1,9 +1,14 @@
-"""The ``linerec-agent`` command: keys, enrolment, ingest, listing and export of recordings."""
+"""The ``linerec-agent`` command: keys, enrolment, ingest, search, review, retention and audit of recordings.
+
+Each verb is one function ``(ctx, args) -> exit status``; ``DISPATCH`` maps the
+verb's name (``"list"``, ``"hold add"``) to it, and each verb's parser sets
+``verb`` to that name. Verbs about calls are in ``agent/cli_calls.py``, those
+that look after the archive in ``agent/cli_admin.py``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -11,74 +16,67 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import Any, NoReturn
 
-from agent import __version__, config
+from agent import __version__, cli_admin, cli_calls
+from agent import export as export_cli
+from agent import keys as keys_cli
+from agent.cli_common import Context, Handler, UsageError, check_actor, default_actor
+from agent.config import DEFAULT_PATH
 from agent.errors import AgentError
 from firmware.wire import age
 from firmware.wire.errors import LinerecError
 
-if TYPE_CHECKING:
-    from agent.archive import Archive
-
 log = logging.getLogger("linerec.agent")
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose mistakes are one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="linerec-agent", description="linerec host agent: archive of calls.")
+    parser = _Parser(prog="linerec-agent", description="linerec host agent: archive of calls.")
     parser.add_argument("--version", action="version", version=f"linerec-agent {__version__}")
-    parser.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="agent.toml to use")
+    parser.add_argument("--config", type=Path, default=DEFAULT_PATH, help="agent.toml to use")
+    parser.add_argument("--as", dest="actor", metavar="NAME", help="who the audit log says acted (cli:<login>)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug details")
     sub = parser.add_subparsers(dest="command", required=True)
 
     keygen = sub.add_parser("keygen", help="make the archive's age identity; prints its recipient")
     keygen.add_argument("--out", type=Path, required=True, help="identity file to create (mode 0600)")
+    keygen.set_defaults(verb="keygen")
 
-    devices = sub.add_parser("devices", help="enrolled devices")
-    dev_sub = devices.add_subparsers(dest="devices_command", required=True)
-    add = dev_sub.add_parser("add", help="enrol a device by its signing key (from `linerec keys show`)")
-    add.add_argument("device_id")
-    add.add_argument("public_key", help="ed25519:<base64>")
-    add.add_argument("--replace", action="store_true", help="replace the key of an enrolled device")
-    listing = dev_sub.add_parser("list", help="list enrolled devices")
-    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    sub.add_parser("run", help="receive, verify and archive recordings from the broker").set_defaults(verb="run")
 
-    sub.add_parser("run", help="receive, verify and archive recordings from the broker")
-
-    calls = sub.add_parser("list", help="list archived calls, newest first")
-    calls.add_argument("--json", action="store_true", help="one JSON object per line")
-    calls.add_argument("--device", help="only this device's calls")
-    calls.add_argument("--limit", type=int, help="at most this many calls")
-
-    export = sub.add_parser("export", help="decrypt one recording to a WAV or FLAC file")
-    export.add_argument("recording_id")
-    export.add_argument("out", type=Path, help="output file: .wav or .flac")
-    export.add_argument("--identity", type=Path, help="age identity file (default: from the config)")
-    export.add_argument(
-        "--original", action="store_true", help="the untrimmed original, when the device kept one (keep_original)"
-    )
+    export_cli.add_export_parser(sub)
+    keys_cli.add_keys_parser(sub)
+    cli_calls.add_parsers(sub)
+    cli_admin.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``linerec-agent``; returns the exit status."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"linerec-agent: error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help and --version
+        return exc.code if isinstance(exc.code, int) else 0
+    verbose = logging.DEBUG if args.verbose else None
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=verbose or (logging.INFO if args.verb == "run" else logging.WARNING),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    ctx: Context | None = None
     try:
-        if args.command == "keygen":
-            return _keygen(args.out)
-        cfg = config.load(args.config)
-        if args.command == "devices":
-            return _devices(cfg, args)
-        if args.command == "run":
-            return _run(cfg)
-        if args.command == "list":
-            return _list(cfg, args)
-        return _export(cfg, args)
+        ctx = Context(args.config, check_actor(args.actor) if args.actor is not None else default_actor())
+        return DISPATCH[args.verb](ctx, args)
     except LinerecError as exc:
         print(f"linerec-agent: error: {exc}", file=sys.stderr)
         return 1
@@ -88,9 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (``| head``): stop quietly, and keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if ctx is not None:
+            ctx.close()
 
 
-def _keygen(out: Path) -> int:
+def verb_keygen(_ctx: Context, args: argparse.Namespace) -> int:
+    """``keygen --out FILE``: a new archive identity, never over an old one."""
+    out: Path = args.out
     identity = age.generate_identity()
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -108,46 +111,26 @@ def _keygen(out: Path) -> int:
     return 0
 
 
-def _open_archive(cfg: config.AgentConfig) -> Archive:
-    from agent.archive import Archive  # noqa: PLC0415
+def _notifier(ctx: Context, identities: list[Any]) -> Any:
+    """The notifier the settings ask for (None when nothing is to be told), with audio attached if asked."""
+    from agent.notify import Notifier, archive_attacher  # noqa: PLC0415
 
-    return Archive(cfg.agent.archive_dir, cfg.agent.database_path)
-
-
-def _devices(cfg: config.AgentConfig, args: argparse.Namespace) -> int:
-    with _open_archive(cfg) as archive:
-        if args.devices_command == "add":
-            archive.enrol(args.device_id, args.public_key, replace=args.replace)
-            print(f"enrolled {args.device_id}")
-            return 0
-        for device in archive.devices():
-            if args.json:
-                print(json.dumps(device, default=str))
-            else:
-                print(f"{device['id']:<24} {device['public_key']}  enrolled {device['enrolled_at']}")
-    return 0
+    settings = ctx.cfg.notify
+    if not settings.enabled:
+        return None
+    attach = archive_attacher(ctx.archive, identities, settings.attach_format) if settings.attach_audio else None
+    return Notifier(settings, settings.outbox_path(ctx.cfg.agent.archive_dir), attach=attach)
 
 
-def _list(cfg: config.AgentConfig, args: argparse.Namespace) -> int:
-    if args.limit is not None and args.limit < 1:
-        msg = f"--limit {args.limit} must be 1 or more"
-        raise AgentError(msg)
-    with _open_archive(cfg) as archive:
-        for row in archive.calls(device=args.device, limit=args.limit):
-            if args.json:
-                print(json.dumps(row.to_json()))
-            else:
-                caller = row.caller_number or (f"({row.caller_absent})" if row.caller_absent else "-")
-                answered = "answered" if row.answered else "missed"
-                print(f"{row.id}  {row.device:<16} {row.started_at}  {row.duration_s:7.1f}s  {answered:<8} {caller}")
-    return 0
-
-
-def _run(cfg: config.AgentConfig) -> int:
+def verb_run(ctx: Context, _args: argparse.Namespace) -> int:
+    """``run``: ingest from the broker (and send notices) until SIGTERM or SIGINT."""
     from agent.ingest import Ingest  # noqa: PLC0415
     from agent.ratelimit import DeviceRateLimit  # noqa: PLC0415
 
-    identities = age.load_identities(cfg.agent.identity)
+    cfg = ctx.cfg
+    from agent.keyring import load_identities  # noqa: PLC0415
+
+    identities = load_identities(cfg)  # the current identity and every one kept after a rotation
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -156,39 +139,37 @@ def _run(cfg: config.AgentConfig) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with _open_archive(cfg) as archive:
-        limit = DeviceRateLimit(rate=cfg.agent.rate_limit_kb_s * 1024, burst=cfg.agent.rate_burst_kb * 1024)
-        ingest = Ingest(
-            archive=archive, identities=identities, broker=cfg.mqtt, client_id=cfg.agent.client_id, rate_limit=limit
-        )
+    notifier = _notifier(ctx, identities)
+    limit = DeviceRateLimit(rate=cfg.agent.rate_limit_kb_s * 1024, burst=cfg.agent.rate_burst_kb * 1024)
+    ingest = Ingest(
+        archive=ctx.archive,
+        identities=identities,
+        broker=cfg.mqtt,
+        client_id=cfg.agent.client_id,
+        rate_limit=limit,
+        on_stored=notifier.notify_stored if notifier is not None else None,
+    )
+    if notifier is not None:
+        notifier.start()
+    try:
         ingest.start()
         log.info("agent running: broker %s, archive %s", cfg.mqtt.address, cfg.agent.archive_dir)
         stop.wait()
         ingest.stop()
+    finally:
+        if notifier is not None:
+            notifier.stop()
     return 0
 
 
-def _export(cfg: config.AgentConfig, args: argparse.Namespace) -> int:
-    from agent.export import export  # noqa: PLC0415
-
-    identities = age.load_identities(args.identity or cfg.agent.identity)
-    if args.out.suffix.lower() not in (".wav", ".flac"):
-        msg = f"output {args.out} must end in .wav or .flac"
-        raise AgentError(msg)
-    with _open_archive(cfg) as archive:
-        row = archive.get(args.recording_id)
-    if not row.answered or row.duration_s == 0:
-        msg = f"call {row.id} was not answered, so it has no audio to export"
-        raise AgentError(msg)
-    source = row.path
-    if args.original:
-        if row.original_path is None:
-            msg = f"call {row.id} has no untrimmed original: its device did not keep one (audio.keep_original)"
-            raise AgentError(msg)
-        source = row.original_path
-    export(Path(source), args.out, identities)
-    print(f"exported {row.id} to {args.out}")
-    return 0
+DISPATCH: dict[str, Handler] = {
+    "keygen": verb_keygen,
+    "run": verb_run,
+    **export_cli.HANDLERS,
+    **keys_cli.HANDLERS,
+    **cli_calls.HANDLERS,
+    **cli_admin.HANDLERS,
+}
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.archive import Archive, fsync_path
+from agent.archive import Archive, CallRow, fsync_path
 from agent.errors import AgentError
 from agent.parts import PartsError, check_parts, split_original
 from agent.ratelimit import DeviceRateLimit
@@ -155,7 +155,14 @@ class Ingest:
         broker: BrokerSettings,
         client_id: str = "linerec-agent",
         rate_limit: DeviceRateLimit | None = None,
+        on_stored: Callable[[CallRow], object] | None = None,
     ) -> None:
+        """``on_stored`` hears of each archived recording before its device is told (notifications).
+
+        It is called again when a device asks about a recording already stored, so it
+        must be idempotent; a crash between the index commit and the call is then made
+        good by the device's next fin. An exception it raises is logged, not passed on.
+        """
         if not identities:
             msg = "ingest needs at least one age identity to open manifests; none was given"
             raise AgentError(msg)
@@ -167,6 +174,7 @@ class Ingest:
         self._broker = broker
         self._client_id = client_id
         self._limit = rate_limit or DeviceRateLimit(rate=DEFAULT_RATE, burst=DEFAULT_BURST)
+        self._on_stored = on_stored
         self._lock = threading.RLock()
         self._transfers: dict[tuple[str, str], _Transfer] = {}
         self._told_unenrolled: set[str] = set()
@@ -259,14 +267,25 @@ class Ingest:
         self._archive.log_rejection(where.device_id, where.rec_id, reason)
         return self._ack(where, AckStatus.REJECTED, reason=reason)
 
-    def _already_stored(self, where: topics.RecTopic) -> list[Reply] | None:
+    def _already_stored(self, where: topics.RecTopic, *, announce: bool = False) -> list[Reply] | None:
         """The answer for a recording that is archived already, or None if it is not."""
         if not self._archive.has(where.rec_id):
             return None
-        owner = self._archive.get(where.rec_id).device
-        if owner != where.device_id:
-            return self._reject(where, f"recording id {where.rec_id} is already archived from device {owner}")
+        row = self._archive.get(where.rec_id)
+        if row.device != where.device_id:
+            return self._reject(where, f"recording id {where.rec_id} is already archived from device {row.device}")
+        if announce:
+            self._announce(row)
         return self._ack(where, AckStatus.STORED)
+
+    def _announce(self, row: CallRow) -> None:
+        """Tell ``on_stored`` about an archived recording; its failure must not cost the device its ack."""
+        if self._on_stored is None:
+            return
+        try:
+            self._on_stored(row)
+        except Exception:
+            log.exception("recording %s is archived, but telling about it failed", row.id)
 
     def _enrolled_key(self, device: str) -> Ed25519PublicKey | None:
         key = self._archive.device_key(device)
@@ -437,7 +456,7 @@ class Ingest:
 
     def _on_fin(self, where: topics.RecTopic, payload: bytes) -> list[Reply]:
         fin = decode_fin(payload)
-        if (answer := self._already_stored(where)) is not None:
+        if (answer := self._already_stored(where, announce=True)) is not None:
             return answer
         if self._enrolled_key(where.device_id) is None:
             return self._ack(where, AckStatus.REJECTED, reason=f"device {where.device_id} is not enrolled")
@@ -467,7 +486,8 @@ class Ingest:
             except _Refused as exc:
                 self._discard_data(transfer)
                 return self._reject(where, str(exc))
-        self._archive.store(transfer.manifest, transfer.manifest_doc, transfer.part, original)
+        row = self._archive.store(transfer.manifest, transfer.manifest_doc, transfer.part, original)
+        self._announce(row)
         self._forget(transfer)
         with self._stored:
             self._stored_count += 1

@@ -251,6 +251,7 @@ def _run(path: Path) -> int:
         raise ConfigError(msg)
     from firmware import watchdog  # noqa: PLC0415
     from firmware.line import open_backend  # noqa: PLC0415
+    from firmware.recipients import RecipientStore  # noqa: PLC0415
     from firmware.recovery import recover  # noqa: PLC0415
     from firmware.service import DeviceService  # noqa: PLC0415
     from firmware.spool import Spool  # noqa: PLC0415
@@ -262,6 +263,7 @@ def _run(path: Path) -> int:
     spool = Spool(cfg.device.spool_dir)
     recover(spool, config=cfg, signing_key=key)  # calls a crash interrupted go out like any other
     stop = threading.Event()
+    recipients = RecipientStore.for_config(cfg)  # what the agent deployed, else device.toml's
     health = watchdog.Health(deadline_s=watchdog.watchdog_timeout() or watchdog.DEFAULT_TIMEOUT_S)
     status_file = StatusFile(
         status_path(cfg), device_id=cfg.device.id, line=cfg.device.line, line_name=cfg.device.line_name
@@ -284,7 +286,8 @@ def _run(path: Path) -> int:
         chunk_size=cfg.uplink.chunk_size,
         ack_timeout_s=cfg.uplink.ack_timeout_s,
         pace_kb_s=cfg.uplink.pace_kb_s,
-        status_facts=lambda: services[0].status_facts() if services else {},
+        status_facts=lambda: {**(services[0].status_facts() if services else {}), **recipients.facts()},
+        on_recipients=recipients.offer,
         discovery=_discovery(cfg),
     )
     uplink.start()

@@ -20,6 +20,7 @@ from firmware.wire import age
 from firmware.wire.broker import BrokerSettings
 from firmware.wire.errors import AgeError, ConfigError, WireError
 from firmware.wire.settings import Table, broker_settings, check_sections, load_toml
+from firmware.wire.signing import parse_public_key, public_key_text
 from firmware.wire.topics import check_device_id
 
 DEFAULT_PATH = Path("/etc/linerec/device.toml")
@@ -84,6 +85,10 @@ class ArchiveSettings:
     """``[archive]``: the age recipients every recording is encrypted to."""
 
     recipients: tuple[str, ...]
+    # The agent's Ed25519 public key (`linerec-agent keys show-agent`). When set, recipients the
+    # agent deploys and signs with it replace `recipients` (firmware/recipients.py); unset, only
+    # `recipients` is used.
+    agent_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -352,8 +357,15 @@ def _archive(t: Table) -> ArchiveSettings:
             age.parse_recipient(item)
         except AgeError:
             raise t.fail("recipients", item, "age recipients of the form age1...") from None
+    agent_key = t.optional("agent_key", str)
+    if agent_key is not None:
+        try:
+            agent_key = public_key_text(parse_public_key(agent_key))
+        except WireError:
+            allowed = "ed25519:<base64 of 32 bytes>, as `linerec-agent keys show-agent` prints it"
+            raise t.fail("agent_key", agent_key, allowed) from None
     t.done()
-    return ArchiveSettings(recipients=tuple(recipients))
+    return ArchiveSettings(recipients=tuple(recipients), agent_key=agent_key)
 
 
 def _uplink(t: Table) -> UplinkSettings:
@@ -505,7 +517,7 @@ def _consent(t: Table, country: object) -> ConsentSettings:
     languages = []
     for where, language in sorted(t.get("languages", dict, {}).items()):
         if not isinstance(language, str) or not language:
-            raise t.fail(f"languages.{where}", language, "a language name such as \"fr\"")
+            raise t.fail(f"languages.{where}", language, 'a language name such as "fr"')
         try:
             languages.append((book.check_region(where, t.key(f"languages.{where}")), language))
         except ConfigError as exc:

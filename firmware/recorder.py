@@ -34,6 +34,7 @@ from firmware.encoder import EncodedAudio, EncryptedAudioWriter
 from firmware.errors import RecordingError
 from firmware.journal import CallJournal
 from firmware.processing import AudioChain
+from firmware.recipients import RecipientStore
 from firmware.spool import AUDIO_NAME, MANIFEST_NAME, ORIGINAL_NAME, Spool
 from firmware.wire import age
 from firmware.wire.manifest import Manifest, firmware_version, new_recording_id, sign_manifest, utc_iso
@@ -72,6 +73,9 @@ class CallRecorder:
         # Keys pressed during the call, in seconds from the start of the recording.
         self._dtmf = DtmfDetector(sample_rate)
         self._digits: list[DtmfDigit] = []
+        # Read when each recording starts, so one that is open keeps the recipients it began with.
+        self._recipient_store = RecipientStore.for_config(config)
+        self._recipients = config.archive.recipients
 
     @property
     def active(self) -> bool:
@@ -95,13 +99,14 @@ class CallRecorder:
         self._batched = 0
         self._started = t
         self._rec_id = new_recording_id(t)
+        self._recipients = self._recipient_store.current()
         folder = self._spool.begin(self._rec_id)
         audio = self._config.audio
         self._writer = self._audio_file(folder / AUDIO_NAME)
         self._original = self._audio_file(folder / ORIGINAL_NAME) if audio.keep_original else None
         self._journal = CallJournal(
             folder,
-            recipients=self._config.archive.recipients,
+            recipients=self._recipients,
             sample_rate=self._rate,
             checkpoint_s=audio.checkpoint_s,
         )
@@ -111,7 +116,7 @@ class CallRecorder:
         audio = self._config.audio
         return EncryptedAudioWriter(
             path,
-            recipients=self._config.archive.recipients,
+            recipients=self._recipients,
             sample_rate=self._rate,
             codec=audio.codec,
             opus_kbps=audio.opus_kbps,
@@ -175,10 +180,12 @@ class CallRecorder:
         started = call.first_ring_at if call.first_ring_at is not None else call.answered_at
         if rec_id is None:
             rec_id = new_recording_id(started if started is not None else 0.0)
+            self._recipients = self._recipient_store.current()
             self._spool.begin(rec_id)
+        recipients = self._recipients
         folder = self._spool.incoming / rec_id
         # An age file of nothing: the transfer and the archive work alike, and no audio exists to leak.
-        empty = age.encrypt_bytes(b"", self._config.archive.recipients)
+        empty = age.encrypt_bytes(b"", recipients)
         write_durably(folder / AUDIO_NAME, empty)
         size, digest = len(empty), hashlib.sha256(empty).hexdigest()
         manifest = Manifest(
@@ -198,7 +205,7 @@ class CallRecorder:
             firmware_version=firmware_version(),
             extra={"answered_by": call.answered_by},
         )
-        doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
+        doc = age.encrypt_bytes(sign_manifest(manifest, self._key), recipients)
         write_durably(folder / MANIFEST_NAME, doc)
         self._spool.seal(rec_id)
         log.info("call %s sealed without audio: %s", rec_id, reason)
@@ -223,7 +230,7 @@ class CallRecorder:
         self._digits += self._dtmf.flush()
         manifest = dataclasses.replace(self._manifest(rec_id, call, audio, original), consent=consent)
         manifest.audio["overflows"] = overflows
-        doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._config.archive.recipients)
+        doc = age.encrypt_bytes(sign_manifest(manifest, self._key), self._recipients)
         write_durably(audio.path.parent / MANIFEST_NAME, doc)
         # The main file and the manifest are on disk: the journal has done its job.
         journal.discard()

@@ -29,6 +29,7 @@ from firmware.config import DeviceConfig
 from firmware.encoder import file_sha256
 from firmware.errors import RecordingError
 from firmware.journal import FACTS_FILE, SEGMENTS_FILE
+from firmware.recipients import RecipientStore
 from firmware.recorder import write_durably
 from firmware.spool import AUDIO_NAME, MANIFEST_NAME, SEGMENTS_NAME, Spool, fsync_path
 from firmware.wire import age, segments
@@ -86,7 +87,7 @@ def _rebuild(folder: Path, rec_id: str, *, config: DeviceConfig, signing_key: Ed
     )
     if facts is not None:
         manifest.extra["facts"] = base64.b64encode(facts).decode()
-    doc = age.encrypt_bytes(sign_manifest(manifest, signing_key), config.archive.recipients)
+    doc = age.encrypt_bytes(sign_manifest(manifest, signing_key), RecipientStore.for_config(config).current())
     write_durably(folder / MANIFEST_NAME, doc)
     facts_path.unlink(missing_ok=True)
     fsync_path(folder, directory=True)

@@ -118,6 +118,7 @@ class Uplink:
         status_facts: Callable[[], dict[str, object]] | None = None,
         discovery: Discovery | None = None,
         pace_kb_s: float = 0.0,
+        on_recipients: Callable[[bytes], object] | None = None,
     ) -> None:
         self._device_id = topics.check_device_id(device_id)
         if not pace_kb_s >= 0:
@@ -145,6 +146,9 @@ class Uplink:
             msg = f"uplink discovery is for device {discovery.device_id!r}; expected {self._device_id!r}"
             raise UplinkError(msg)
         self._discovery = discovery
+        # Takes each message on linerec/<device>/recipients (firmware/recipients.py); runs on the
+        # network thread, so it must return quickly.
+        self._on_recipients = on_recipients
         self._stuck_after_s = max(60.0, 2 * publish_timeout_s + WAIT_SLICE_S)
         self._pace = _Pace(pace_kb_s * 1000, burst=chunk_size) if pace_kb_s > 0 else None
 
@@ -292,6 +296,8 @@ class Uplink:
             log.warning("broker %s refused the connection: %s", self._broker.address, reason_code)
             return
         _rc, mid = client.subscribe(topics.ack(self._device_id), qos=1)
+        if self._on_recipients is not None:
+            client.subscribe(topics.recipients(self._device_id), qos=1)
         if self._discovery is not None:
             client.subscribe(self._discovery.birth_topic, qos=1)
             self._publish_discovery()
@@ -329,6 +335,9 @@ class Uplink:
             if bytes(message.payload) == b"online":
                 self._publish_discovery()
             return
+        if message.topic == topics.recipients(self._device_id):
+            self._take_recipients(bytes(message.payload))
+            return
         try:
             ack = decode_ack(bytes(message.payload))
         except WireError as exc:
@@ -338,6 +347,14 @@ class Uplink:
             self._ack_seq += 1
             self._acks.append((self._ack_seq, ack))
             self._cond.notify_all()
+
+    def _take_recipients(self, payload: bytes) -> None:
+        if self._on_recipients is None:
+            return
+        try:
+            self._on_recipients(payload)
+        except Exception:
+            log.exception("the recipients message could not be handled")
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason_code: ReasonCode, _p: Any) -> None:
         # on_publish fires for refusals too; the worker checks this before trusting a PUBACK.

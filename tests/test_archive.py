@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +14,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import agent.archive
+import agent.storage
 from agent.archive import Archive
+from agent.contacts import CONTACTS_SCHEMA
 from agent.errors import ArchiveError, EnrolmentError, NotFound
+from agent.index import consent_evidence
 from firmware.wire.manifest import Manifest
 from firmware.wire.signing import public_key_text
 
@@ -183,7 +187,7 @@ def test_store_fsyncs_both_files_and_the_new_directories(archive: Archive, monke
         synced.append(str(Path(f"/proc/self/fd/{fd}").readlink()))
         real_fsync(fd)
 
-    monkeypatch.setattr(agent.archive.os, "fsync", recording_fsync)
+    monkeypatch.setattr(agent.storage.os, "fsync", recording_fsync)
     row = archive.store(make_manifest(), b"doc", incoming(archive, b"age ciphertext stand-in"))
     day = archive.root / DEVICE / "2024" / "03" / "05"
     # The ciphertext is synced before it is renamed: under its incoming name.
@@ -322,21 +326,20 @@ def test_an_index_that_is_not_a_database_is_named_in_the_error(tmp_path: Path) -
         Archive(tmp_path)
 
 
-def test_store_whose_index_write_fails_puts_the_ciphertext_back(
-    archive: Archive, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def failing_write(sql: str, params: tuple[Any, ...] = ()) -> None:
-        msg = f"archive index {archive.db_path} cannot be written: database or disk is full"
-        raise ArchiveError(msg)
-
+def test_store_whose_index_write_fails_puts_the_ciphertext_back(archive: Archive) -> None:
+    # A trigger makes SQLite itself refuse the row, as a full disk would.
+    with sqlite3.connect(archive.db_path) as db:
+        db.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON calls BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+        )
     source = incoming(archive, b"age ciphertext stand-in")
-    monkeypatch.setattr(archive, "_write", failing_write)
     with pytest.raises(ArchiveError, match="database or disk is full"):
         archive.store(make_manifest(), b"doc", source)
-    monkeypatch.undo()
     assert source.read_bytes() == b"age ciphertext stand-in"
     assert list((archive.root / DEVICE / "2024" / "03" / "05").iterdir()) == []
     assert not archive.has(REC_ID)
+    with sqlite3.connect(archive.db_path) as db:
+        db.execute("DROP TRIGGER full")
     assert archive.store(make_manifest(), b"doc", source).size == len(b"age ciphertext stand-in")
 
 
@@ -376,3 +379,85 @@ def test_an_index_from_the_first_schema_gains_the_original_column_and_keeps_its_
     with Archive(root) as archive:
         row = archive.get(REC_ID)
     assert (row.path, row.original_path) == (str(root / "p.flac.age"), None)
+
+
+# --- schema 3: search, consent facts, tags, notes, holds, tombstones, contacts ------------------
+
+
+def test_an_index_from_the_second_schema_gains_search_and_keeps_its_rows(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    root.mkdir()
+    db = sqlite3.connect(root / "index.sqlite")
+    db.executescript(agent.archive._MIGRATIONS[0] + agent.archive._MIGRATIONS[1])
+    db.execute("INSERT INTO devices VALUES ('pi-hall', 'k', '2024-01-01', NULL, NULL)")
+    db.execute(
+        "INSERT INTO calls VALUES ('20240305T233000123Z-0a1b2c3d', 'pi-hall', 'line1', 's',"
+        " '2024-03-05T23:30:00.123+00:00', NULL, 'e', 1.0, '+1 (212) 555-0142', NULL, NULL, 1, 'remote', 1,"
+        " 'p.flac.age', 'p.manifest.age', 1, 'h', 'now', NULL)"
+    )
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    with Archive(root) as archive:
+        row = archive.get(REC_ID)
+        digits = archive.read("SELECT caller_digits FROM calls")[0][0]
+        version = archive.read("PRAGMA user_version")[0][0]
+    assert (row.caller_number, row.consent_rule, row.consent_recorded) == ("+1 (212) 555-0142", None, None)
+    assert (digits, version) == ("12125550142", agent.archive.SCHEMA_VERSION)
+
+
+def test_the_contacts_table_is_the_one_the_contacts_module_expects(archive: Archive, tmp_path: Path) -> None:
+    reference = sqlite3.connect(tmp_path / "reference.sqlite")
+    reference.executescript(CONTACTS_SCHEMA)
+    for pragma in ("table_info(contacts)", "index_list(contacts)", "index_info(contacts_by_national)"):
+        ours = [tuple(row) for row in archive.read(f"PRAGMA {pragma}")]
+        assert ours == reference.execute(f"PRAGMA {pragma}").fetchall(), pragma
+    reference.close()
+
+
+def test_consent_facts_are_columns_and_the_evidence_is_kept_whole(archive: Archive) -> None:
+    manifest = make_manifest(caller_id={"number": "020 7946-0018", "name": None})
+    consent: dict[str, Any] = {
+        "rule": "express",
+        "jurisdiction": "GB",
+        "recorded": False,
+        "notices": [{"kind": "question", "id": "q1", "offset_s": 0.5}],
+        "express": {"answer": "no", "digit": "2", "offset_s": 6.1},
+    }
+    row = archive.store(replace(manifest, consent=consent), b"doc", incoming(archive, b"age ciphertext stand-in"))
+    assert (row.consent_rule, row.consent_jurisdiction, row.consent_recorded) == ("express", "GB", False)
+    assert (row.consent_notice, row.consent_express) == (True, "no")
+    assert archive.read("SELECT caller_digits FROM calls")[0][0] == "02079460018"
+    assert consent_evidence(archive, REC_ID) == consent
+
+
+def test_a_call_without_consent_evidence_has_no_consent_facts(archive: Archive) -> None:
+    row = archive.store(replace(make_manifest(), consent=None), b"doc", incoming(archive, b"age ciphertext stand-in"))
+    assert (row.consent_rule, row.consent_recorded, row.consent_notice, row.consent_express) == (None,) * 4
+    assert archive.read("SELECT count(*) FROM call_consent")[0][0] == 0
+
+
+def test_the_index_overwrites_what_it_deletes(archive: Archive) -> None:
+    assert archive.read("PRAGMA secure_delete")[0][0] == 1
+    assert archive.read("PRAGMA foreign_keys")[0][0] == 1
+
+
+def test_a_failed_transaction_leaves_nothing_behind(archive: Archive) -> None:
+    archive.store(make_manifest(), b"doc", incoming(archive, b"age ciphertext stand-in"))
+    with pytest.raises(RuntimeError), archive.transaction() as db:
+        db.execute("INSERT INTO call_tags (call_id, tag) VALUES (?, 'x')", (REC_ID,))
+        raise RuntimeError
+    assert archive.read("SELECT count(*) FROM call_tags")[0][0] == 0
+    refused = pytest.raises(ArchiveError, match=r"^archive index .* cannot be written: FOREIGN KEY constraint failed$")
+    with refused, archive.transaction() as db:
+        db.execute("INSERT INTO call_tags (call_id, tag) VALUES ('20200101T000000000Z-00000000', 'x')")
+
+
+def test_deleting_a_call_takes_its_tags_notes_and_evidence_with_it(archive: Archive) -> None:
+    archive.store(make_manifest(), b"doc", incoming(archive, b"age ciphertext stand-in"))
+    with archive.transaction() as db:
+        db.execute("INSERT INTO call_tags VALUES (?, 'a')", (REC_ID,))
+        db.execute("INSERT INTO notes (call_id, at, author, text) VALUES (?, 'now', 'me', 'hello')", (REC_ID,))
+        db.execute("DELETE FROM calls WHERE id = ?", (REC_ID,))
+    for table in ("call_tags", "notes", "call_consent"):
+        assert archive.read(f"SELECT count(*) FROM {table}")[0][0] == 0, table  # noqa: S608

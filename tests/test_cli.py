@@ -90,7 +90,7 @@ def test_devices_add_rejects_a_malformed_key(tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.parametrize(
     ("content", "fragment"),
     [
-        (None, "No such file or directory"),
+        (None, "there is no archive identity at"),
         ("not an identity\n", "line 1"),
         ("", "holds no"),
     ],

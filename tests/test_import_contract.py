@@ -6,7 +6,36 @@ import json
 import subprocess
 import sys
 
-AGENT_MODULES = ["agent", "agent.config", "agent.errors", "agent.archive", "agent.ingest", "agent.cli"]
+AGENT_MODULES = [
+    "agent",
+    "agent.config",
+    "agent.errors",
+    "agent.archive",
+    "agent.schema",
+    "agent.storage",
+    "agent.index",
+    "agent.annotate",
+    "agent.purge",
+    "agent.integrity",
+    "agent.retention",
+    "agent.audit",
+    "agent.audit_entry",
+    "agent.audit_key",
+    "agent.audit_verify",
+    "agent.notify",
+    "agent.notify_settings",
+    "agent.notify_event",
+    "agent.outbox",
+    "agent.webhook",
+    "agent.contact_files",
+    "agent.ingest",
+    "agent.cli",
+    "agent.cli_common",
+    "agent.cli_calls",
+    "agent.cli_admin",
+]
+# In the agent extra, and loaded only by the verbs that need them.
+OPTIONAL = ("phonenumbers", "apprise", "rich")
 FORBIDDEN = ("numpy", "sounddevice", "gpiozero", "soundfile", "webrtcvad", "RPi")
 
 
@@ -24,6 +53,11 @@ def test_importing_agent_pulls_in_no_audio_gpio_or_numpy() -> None:
     loaded = imported_after(AGENT_MODULES)
     heavy = [m for m in loaded if m.split(".")[0] in FORBIDDEN]
     assert heavy == []
+
+
+def test_the_archive_and_the_command_load_no_optional_extra_until_a_verb_needs_it() -> None:
+    loaded = imported_after(AGENT_MODULES)
+    assert [m for m in loaded if m.split(".")[0] in OPTIONAL] == []
 
 
 def test_agent_uses_only_the_wire_part_of_firmware() -> None:

@@ -41,14 +41,19 @@ def test_the_topic_table_lists_exactly_the_topics_the_code_makes() -> None:
     assert set(documented_rows()) == set(code_topics())
 
 
-def test_every_topic_is_qos_1_and_only_the_status_is_retained() -> None:
+def test_every_topic_is_qos_1_and_only_the_status_and_the_recipients_are_retained() -> None:
     rows = documented_rows()
     assert {row["qos"] for row in rows.values()} == {"1"}
-    assert [t for t, row in rows.items() if row["retained"] == "yes"] == [topics.status("<device>")]
+    retained = [t for t, row in rows.items() if row["retained"] == "yes"]
+    assert retained == [topics.status("<device>"), topics.recipients("<device>")]
     # And the code does as the table says: every publish of the uplink is QoS 1.
     calls = publish_calls((ROOT / "firmware" / "uplink.py").read_text())
     assert len(calls) >= 4
     assert all("qos=1" in call for call in calls)
+    # The agent deploys recipients retained at QoS 1.
+    [deploy] = [c for c in publish_calls((ROOT / "agent" / "deploy.py").read_text()) if "qos=" in c]
+    assert "qos=1" in deploy
+    assert "retain=True" in deploy
 
 
 def publish_calls(source: str) -> list[str]:
@@ -68,5 +73,6 @@ def test_the_subscriptions_and_the_sender_of_each_topic_are_as_documented() -> N
     for subscription in topics.AGENT_SUBSCRIPTIONS:
         assert f"`{subscription}`" in text
     rows = documented_rows()
-    assert rows[topics.ack("<device>")]["from"] == "agent"
-    assert {row["from"] for t, row in rows.items() if t != topics.ack("<device>")} == {"device"}
+    from_agent = {topics.ack("<device>"), topics.recipients("<device>")}
+    assert {t for t, row in rows.items() if row["from"] == "agent"} == from_agent
+    assert {row["from"] for t, row in rows.items() if t not in from_agent} == {"device"}

@@ -56,6 +56,7 @@ __all__ = [
     "new_file_key",
     "parse_identity",
     "parse_recipient",
+    "read_header",
     "recipient_of",
 ]
 
@@ -208,7 +209,7 @@ def _open_source(source: Source, armored: bool | None) -> tuple[Source, bytes]:
     return source, first
 
 
-def _read_header(source: Source, first_line: bytes) -> tuple[list[Stanza], bytes, bytes]:
+def read_header(source: Source, first_line: bytes) -> tuple[list[Stanza], bytes, bytes]:
     """Read the header: its stanzas, the bytes the MAC covers, and the MAC."""
     reader = _HeaderReader(source, first_line)
     _check_version(reader.line())
@@ -356,7 +357,7 @@ class Decryptor:
         self, source: BinaryIO | Source, identities: Sequence[Identity], *, armored: bool | None = None
     ) -> None:
         source, first_line = _open_source(source, armored)
-        stanzas, covered, mac = _read_header(source, first_line)
+        stanzas, covered, mac = read_header(source, first_line)
         file_key = unwrap(stanzas, identities)
         if not hmac.compare_digest(_header_mac(file_key, covered), mac):
             raise AgeError("age header MAC does not verify: the header was altered or corrupted")

@@ -63,6 +63,11 @@ def ack(device_id: str) -> str:
     return f"{ROOT}/{device_id}/ack"
 
 
+def recipients(device_id: str) -> str:
+    """The archive recipients the agent deploys to a device (retained, signed by the agent)."""
+    return f"{ROOT}/{device_id}/recipients"
+
+
 # Subscriptions of each side.
 AGENT_SUBSCRIPTIONS = (f"{ROOT}/+/rec/#", f"{ROOT}/+/status")
 
