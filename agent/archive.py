@@ -342,6 +342,16 @@ class Archive:
         """Whether recording ``rec_id`` is archived."""
         return bool(self._query("SELECT 1 FROM calls WHERE id = ?", (rec_id,)))
 
+    def purged_from(self, rec_id: str) -> str | None:
+        """The device recording ``rec_id`` came from if a purge deleted it (its tombstone says), else None."""
+        rows = self._query("SELECT device FROM tombstones WHERE call_id = ?", (rec_id,))
+        return str(rows[0][0]) if rows else None
+
+    def settled(self, rec_id: str) -> bool:
+        """Whether recording ``rec_id`` needs no more bytes: archived, or archived and purged since."""
+        sql = "SELECT 1 FROM calls WHERE id = ? UNION ALL SELECT 1 FROM tombstones WHERE call_id = ? LIMIT 1"
+        return bool(self._query(sql, (rec_id, rec_id)))
+
     def get(self, rec_id: str) -> CallRow:
         """The index row of recording ``rec_id``."""
         rows = self._query(_SELECT_CALLS + " WHERE id = ?", (rec_id,))

@@ -268,14 +268,29 @@ class Ingest:
         return self._ack(where, AckStatus.REJECTED, reason=reason)
 
     def _already_stored(self, where: topics.RecTopic, *, announce: bool = False) -> list[Reply] | None:
-        """The answer for a recording that is archived already, or None if it is not."""
+        """The answer for a recording that is archived already (or was, and is purged), or None if not."""
         if not self._archive.has(where.rec_id):
-            return None
+            return self._already_purged(where)
         row = self._archive.get(where.rec_id)
         if row.device != where.device_id:
             return self._reject(where, f"recording id {where.rec_id} is already archived from device {row.device}")
         if announce:
             self._announce(row)
+        return self._ack(where, AckStatus.STORED)
+
+    def _already_purged(self, where: topics.RecTopic) -> list[Reply] | None:
+        """``stored`` for a recording retention deleted, sent again by a device that never had its ack.
+
+        It is not archived again: the device may delete its copy, as retention wants.
+        """
+        device = self._archive.purged_from(where.rec_id)
+        if device is None:
+            return None
+        if device != where.device_id:
+            return self._reject(where, f"recording id {where.rec_id} was archived from device {device}")
+        self._transfers.pop((where.device_id, where.rec_id), None)
+        shutil.rmtree(self._archive.incoming_dir / where.device_id / where.rec_id, ignore_errors=True)
+        log.info("recording %s was purged by retention; the device's copy is answered stored, not kept", where.rec_id)
         return self._ack(where, AckStatus.STORED)
 
     def _announce(self, row: CallRow) -> None:
@@ -425,7 +440,7 @@ class Ingest:
     # --- chunks ------------------------------------------------------------------
 
     def _on_chunk(self, where: topics.RecTopic, payload: bytes) -> None:
-        if self._archive.has(where.rec_id):
+        if self._archive.settled(where.rec_id):
             log.debug("recording %s: chunk after it was stored, ignored", where.rec_id)
             return
         if self._enrolled_key(where.device_id) is None:

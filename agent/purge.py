@@ -43,8 +43,8 @@ What this does not reach, and what to do about it:
 * The audit log keeps that a recording existed, who heard it and that it was
   purged (ids and actors, and the filters of searches), by design.
 * A device still holding a recording (its ack was lost and it was offline ever
-  since) may send it again after a purge; it is archived anew and the next
-  purge, finding it due again, deletes it.
+  since) may send it again after a purge. The ingest finds its tombstone,
+  answers ``stored`` so the device deletes its copy, and keeps none of it.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ them all before the purge, so the test can fail.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -22,9 +23,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent import annotate, config
 from agent.archive import Archive
 from agent.cli import main as agent_main
+from agent.ingest import Ingest
 from agent.notify import Notifier
 from agent.purge import Purge, plan, purge_one
 from agent.retention import RetentionSettings
+from firmware.wire import topics
+from firmware.wire.messages import AckStatus, Fin, decode_ack, encode_chunk, encode_fin
 from tests.support.studio import Studio, found_in, rec_id, windows
 
 TARGET_NUMBER = "3125550177"
@@ -264,3 +268,29 @@ def test_nothing_is_due_when_every_class_keeps_forever(site: Site, capsys: pytes
     assert capsys.readouterr().out == "0 recording(s) purged: nothing is due\n"
     with Archive(site.root) as archive:
         assert len(list(archive.calls())) == 14
+
+
+def test_a_purged_recording_sent_again_is_answered_stored_and_not_archived_again(
+    site: Site, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Its device never had the ack (offline since), so it sends the whole recording again after the purge.
+    again = site.temp.seal(site.target, number=TARGET_NUMBER, name=TARGET_NAME, original=True, size=20_000)
+    ciphertext = again.audio + again.original
+    assert agent_main(["--config", str(site.conf), "purge"]) == 0
+    capsys.readouterr()
+    device, rid = site.temp.device, site.target
+    messages = [
+        (topics.manifest(device, rid), again.doc),
+        *[
+            (topics.chunk(device, rid, n), encode_chunk(offset, ciphertext[offset : offset + 8192]))
+            for n, offset in enumerate(range(0, len(ciphertext), 8192))
+        ],
+        (topics.fin(device, rid), encode_fin(Fin(len(ciphertext), hashlib.sha256(ciphertext).hexdigest()))),
+    ]
+    with Archive(site.root) as archive:
+        ingest = Ingest(archive=archive, identities=site.temp.identities, broker=config.load(site.conf).mqtt)
+        acks = [decode_ack(body) for topic, payload in messages for _, body in ingest.handle(topic, payload)]
+        assert [a.status for a in acks] == [AckStatus.STORED, AckStatus.STORED]  # the manifest's and the fin's
+        assert not archive.has(rid) and archive.purged_from(rid) == device
+        assert list(archive.incoming_dir.rglob("*")) == []
+    assert found_in(site.root, needles(site, rid)) == []
