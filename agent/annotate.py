@@ -1,11 +1,13 @@
-"""What people add to archived calls: tags, notes and legal holds.
+"""What people add to archived calls: tags, notes, bookmarks and legal holds.
 
 Tags are case-folded labels (``complaint``, ``training``) that search filters on
 and that ``[retention.tags]`` may keep longer. Notes are dated text with an
-author. A legal hold names one recording, or a caller's number (every call from
-it, past and future), with the reason it was placed; while it is in force purge
-leaves the calls it covers alone. Releasing a hold keeps it, with who released
-it and when, so the history of holds stays readable.
+author. A bookmark is a moment of a call (seconds on its recording's timeline)
+with a short label: "the good answer starts here". A legal hold names one
+recording, or a caller's number (every call from it, past and future), with the
+reason it was placed; while it is in force purge leaves the calls it covers
+alone. Releasing a hold keeps it, with who released it and when, so the history
+of holds stays readable.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 
 MAX_NOTE_CHARS = 10_000
 MAX_REASON_CHARS = 500
+MAX_LABEL_CHARS = 200
 MAX_NUMBER_CHARS = 64
 HOLD_KINDS = ("recording", "caller")
 
@@ -114,6 +117,55 @@ def notes_of(archive: Archive, rec_id: str) -> list[Note]:
     """The notes of a call, oldest first."""
     rows = archive.read("SELECT id, call_id, at, author, text FROM notes WHERE call_id = ? ORDER BY id", (rec_id,))
     return [Note(*row) for row in rows]
+
+
+# --- bookmarks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Bookmark:
+    """A labelled moment of a call, in seconds from the start of its recording."""
+
+    id: int
+    call_id: str
+    at_s: float
+    label: str
+    author: str
+    created_at: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The bookmark as a JSON-ready object."""
+        return asdict(self)
+
+
+def add_bookmark(archive: Archive, rec_id: str, author: str, at_s: float, label: str) -> Bookmark:
+    """Mark a moment of a call; the bookmark as stored. The moment must lie within the call's audio."""
+    cleaned = label.strip() if isinstance(label, str) else ""
+    if not cleaned or len(cleaned) > MAX_LABEL_CHARS or not cleaned.isprintable():
+        msg = f"a bookmark label must be 1-{MAX_LABEL_CHARS} printable characters, not {len(cleaned)}"
+        raise AnnotationError(msg)
+    row = require_call(archive, rec_id)
+    if not isinstance(at_s, float | int) or not 0 <= at_s <= max(row.duration_s, 0.0):
+        msg = f"a bookmark at {at_s!r} s is outside the call, which has {row.duration_s:.3f} s of audio"
+        raise AnnotationError(msg)
+    created = _stamp(archive)
+    at = round(float(at_s), 3)
+    with archive.transaction() as db:
+        cursor = db.execute(
+            "INSERT INTO bookmarks (call_id, at_s, label, author, created_at) VALUES (?, ?, ?, ?, ?)",
+            (rec_id, at, cleaned, author, created),
+        )
+        mark_id = int(cursor.lastrowid or 0)
+    return Bookmark(mark_id, rec_id, at, cleaned, author, created)
+
+
+def bookmarks_of(archive: Archive, rec_id: str) -> list[Bookmark]:
+    """The bookmarks of a call, in the order of the moments they mark."""
+    rows = archive.read(
+        "SELECT id, call_id, at_s, label, author, created_at FROM bookmarks WHERE call_id = ? ORDER BY at_s, id",
+        (rec_id,),
+    )
+    return [Bookmark(*row) for row in rows]
 
 
 # --- legal holds ---------------------------------------------------------------------------

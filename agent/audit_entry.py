@@ -30,6 +30,7 @@ class Action(StrEnum):
     LISTEN = "listen"
     TAG = "tag"
     NOTE = "note"
+    BOOKMARK = "bookmark"
     HOLD = "hold"
     RELEASE = "release"
     PURGE = "purge"

@@ -24,6 +24,7 @@ from agent import keys as keys_cli
 from agent.cli_common import Context, Handler, UsageError, check_actor, default_actor
 from agent.config import DEFAULT_PATH
 from agent.errors import AgentError
+from agent.web import cli_users
 from firmware.wire import age
 from firmware.wire.errors import LinerecError
 
@@ -50,11 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     keygen.set_defaults(verb="keygen")
 
     sub.add_parser("run", help="receive, verify and archive recordings from the broker").set_defaults(verb="run")
+    sub.add_parser("serve", help="run the review web app on [web] listen:port").set_defaults(verb="serve")
 
     export_cli.add_export_parser(sub)
     keys_cli.add_keys_parser(sub)
     cli_calls.add_parsers(sub)
     cli_admin.add_parsers(sub)
+    cli_users.add_users_parser(sub)
     return parser
 
 
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     verbose = logging.DEBUG if args.verbose else None
     logging.basicConfig(
-        level=verbose or (logging.INFO if args.verb == "run" else logging.WARNING),
+        level=verbose or (logging.INFO if args.verb in ("run", "serve") else logging.WARNING),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
@@ -162,13 +165,22 @@ def verb_run(ctx: Context, _args: argparse.Namespace) -> int:
     return 0
 
 
+def verb_serve(ctx: Context, _args: argparse.Namespace) -> int:
+    """``serve``: the review web app under uvicorn until SIGTERM or SIGINT (its libraries load only here)."""
+    from agent.web.app import serve  # noqa: PLC0415  (starlette, uvicorn and jinja2 are for this verb alone)
+
+    return serve(ctx.cfg, ctx.actor)
+
+
 DISPATCH: dict[str, Handler] = {
     "keygen": verb_keygen,
     "run": verb_run,
+    "serve": verb_serve,
     **export_cli.HANDLERS,
     **keys_cli.HANDLERS,
     **cli_calls.HANDLERS,
     **cli_admin.HANDLERS,
+    **cli_users.HANDLERS,
 }
 
 

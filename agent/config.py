@@ -9,11 +9,12 @@ from typing import Any
 
 from agent.notify import NotifySettings, parse_notify
 from agent.retention import RetentionSettings, parse_retention
+from agent.web.settings import WebSettings, parse_web
 from firmware.wire.broker import BrokerSettings
 from firmware.wire.settings import Table, broker_settings, check_sections, load_toml
 
 DEFAULT_PATH = Path("/etc/linerec/agent.toml")
-SECTIONS = ("agent", "mqtt", "retention", "notify", "webhook")
+SECTIONS = ("agent", "mqtt", "retention", "notify", "webhook", "web")
 _REGION = re.compile(r"[A-Z]{2}")
 
 
@@ -64,6 +65,7 @@ class AgentConfig:
     mqtt: BrokerSettings = field(default_factory=BrokerSettings)
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     notify: NotifySettings = field(default_factory=NotifySettings)
+    web: WebSettings = field(default_factory=WebSettings)
 
 
 def load(path: Path = DEFAULT_PATH) -> AgentConfig:
@@ -105,4 +107,5 @@ def parse(data: dict[str, Any], source: Path | str = "<config>") -> AgentConfig:
         mqtt=broker_settings(data, source),
         retention=parse_retention(data, source),
         notify=parse_notify(data, source),
+        web=parse_web(data, source),
     )

@@ -145,7 +145,7 @@ def _contact_numbers(archive: Archive, name: str) -> list[str]:
     return sorted(forms)
 
 
-def _where(archive: Archive, query: Query) -> tuple[str, list[Any]]:
+def where(archive: Archive, query: Query) -> tuple[str, list[Any]]:
     """The FROM and WHERE of a query, with its parameters."""
     clauses: list[str] = []
     params: list[Any] = []
@@ -188,7 +188,7 @@ def _where(archive: Archive, query: Query) -> tuple[str, list[Any]]:
 
 def search_sql(archive: Archive, query: Query) -> tuple[str, tuple[Any, ...]]:
     """The SQL statement and parameters that answer ``query``, newest first."""
-    source, params = _where(archive, query)
+    source, params = where(archive, query)
     sql = f"SELECT {CALL_COLUMNS} {source} ORDER BY started_utc DESC, id DESC"
     if query.limit is not None:
         sql += " LIMIT ?"
@@ -205,7 +205,7 @@ def search(archive: Archive, query: Query) -> Iterator[CallRow]:
 
 def count(archive: Archive, query: Query) -> int:
     """How many calls match ``query`` (its limit aside)."""
-    source, params = _where(archive, query)
+    source, params = where(archive, query)
     return int(archive.read(f"SELECT count(*) {source}", tuple(params))[0][0])
 
 
@@ -267,7 +267,7 @@ _SUMS = "count(*) AS calls, sum(answered) AS answered, sum(duration_s) AS durati
 
 def stats(archive: Archive, query: Query) -> dict[str, Any]:
     """Counts of the calls ``query`` matches: in total, by device and by day (UTC), with duration and bytes."""
-    source, params = _where(archive, query)
+    source, params = where(archive, query)
     total = archive.read(f"SELECT {_SUMS} {source}", tuple(params))[0]
     by_device = archive.read(f"SELECT device, {_SUMS} {source} GROUP BY device ORDER BY device", tuple(params))
     by_day = archive.read(

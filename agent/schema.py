@@ -145,6 +145,18 @@ MIGRATIONS = (
         PRIMARY KEY (device, seq)
     );
     """,
+    # 5: bookmarks: a moment of a call (seconds on its recording's timeline) with a label, for coaching.
+    """
+    CREATE TABLE bookmarks (
+        id INTEGER PRIMARY KEY,
+        call_id TEXT NOT NULL REFERENCES calls(id) ON DELETE CASCADE,
+        at_s REAL NOT NULL,
+        label TEXT NOT NULL,
+        author TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX bookmarks_by_call ON bookmarks (call_id, at_s, id);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -14,6 +14,7 @@ PACKAGES=(
   sox espeak-ng                 # audio peer and the demo's voices
   minimodem multimon-ng         # caller ID / DTMF peers
   flac                          # the reference FLAC decoder
+  chromium                      # the browser the web review tests drive through Playwright
 )
 
 python=${PYTHON:-python3}

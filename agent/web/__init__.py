@@ -1,0 +1,1 @@
+"""The review web app: sign-in, roles, calls, audio and the audit log."""
