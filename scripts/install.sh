@@ -89,7 +89,8 @@ VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$SRC/pyproject.toml")
 [ -n "$VERSION" ] || die "cannot find the version in $SRC/pyproject.toml"
 
 EXTRAS=
-UNITS=
+UNITS=      # enabled, and restarted on an upgrade
+UNIT_FILES= # installed too but never enabled: the units a timer starts
 USERS=
 if [ "$WANT_DEVICE" = 1 ]; then
     EXTRAS=device
@@ -98,7 +99,8 @@ if [ "$WANT_DEVICE" = 1 ]; then
 fi
 if [ "$WANT_AGENT" = 1 ]; then
     EXTRAS=${EXTRAS:+$EXTRAS,}agent
-    UNITS="${UNITS:+$UNITS }linerec-agent.service linerec-agent-web.service"
+    UNITS="${UNITS:+$UNITS }linerec-agent.service linerec-agent-web.service linerec-agent-purge.timer"
+    UNIT_FILES=linerec-agent-purge.service
     USERS="${USERS:+$USERS }linerec-agent"
 fi
 
@@ -198,7 +200,7 @@ if [ "$WANT_AGENT" = 1 ]; then
     put_config agent.toml linerec-agent
     put_launcher linerec-agent
 fi
-for unit in $UNITS; do
+for unit in $UNITS $UNIT_FILES; do
     put_unit "$unit"
 done
 
@@ -244,6 +246,7 @@ cat >"$share/installed.tmp" <<EOF
 VERSION=$VERSION
 PARTS=$PARTS
 UNITS=$UNITS
+UNIT_FILES=$UNIT_FILES
 USERS=$USERS
 SYSCONFDIR=$SYSCONFDIR
 BINDIR=$BINDIR

@@ -61,7 +61,7 @@ BINDIR=$(setting BINDIR /usr/local/bin)
 UNITDIR=$(setting UNITDIR /usr/local/lib/systemd/system)
 SYSUSERSDIR=$(setting SYSUSERSDIR /usr/local/lib/sysusers.d)
 TMPFILESDIR=$(setting TMPFILESDIR /usr/local/lib/tmpfiles.d)
-UNITS="linerec.service linerec-agent.service linerec-agent-web.service"
+UNITS="linerec.service linerec-agent.service linerec-agent-web.service linerec-agent-purge.timer linerec-agent-purge.service"
 STATE_DIRS="/var/lib/linerec /var/lib/linerec-agent"
 
 if [ "$REAL" = 1 ] && command -v systemctl >/dev/null 2>&1; then

@@ -43,6 +43,8 @@ BOTH = {
     "opt/linerec/share/linerec/installed",
     "usr/local/bin/linerec",
     "usr/local/bin/linerec-agent",
+    "usr/local/lib/systemd/system/linerec-agent-purge.service",
+    "usr/local/lib/systemd/system/linerec-agent-purge.timer",
     "usr/local/lib/systemd/system/linerec-agent-web.service",
     "usr/local/lib/systemd/system/linerec-agent.service",
     "usr/local/lib/systemd/system/linerec.service",
@@ -97,7 +99,13 @@ def test_staging_both_parts_makes_the_expected_tree_and_leaves_the_system_alone(
     assert [p.exists() for p in touched] == before
     assert done.stdout.splitlines()[-1] == f"install.sh: installed linerec 0.1.0 (device agent) in {root}/opt/linerec"
 
-    for unit in ("linerec.service", "linerec-agent.service", "linerec-agent-web.service"):
+    for unit in (
+        "linerec.service",
+        "linerec-agent.service",
+        "linerec-agent-web.service",
+        "linerec-agent-purge.service",
+        "linerec-agent-purge.timer",
+    ):
         installed = root / "usr/local/lib/systemd/system" / unit
         assert installed.read_text() == (ROOT / "systemd" / unit).read_text()
         assert mode(installed) == 0o644
@@ -121,6 +129,8 @@ def test_the_device_part_alone_installs_no_agent(tmp_path: Path, spy: Path) -> N
         "etc/linerec/agent.toml",
         "opt/linerec/bin/linerec-agent",
         "usr/local/bin/linerec-agent",
+        "usr/local/lib/systemd/system/linerec-agent-purge.service",
+        "usr/local/lib/systemd/system/linerec-agent-purge.timer",
         "usr/local/lib/systemd/system/linerec-agent-web.service",
         "usr/local/lib/systemd/system/linerec-agent.service",
         "usr/local/lib/sysusers.d/linerec-agent.conf",

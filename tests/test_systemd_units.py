@@ -19,10 +19,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-UNITS = ("linerec.service", "linerec-agent.service", "linerec-agent-web.service")
+SERVICES = ("linerec.service", "linerec-agent.service", "linerec-agent-web.service", "linerec-agent-purge.service")
+UNITS = (*SERVICES, "linerec-agent-purge.timer")
 UNIT_DIR = "usr/local/lib/systemd/system"
 # systemd-analyze security: 0 is fully locked down, 10 fully exposed.
-LIMITS = {"linerec.service": 4.0, "linerec-agent.service": 2.5, "linerec-agent-web.service": 2.5}
+LIMITS = {
+    "linerec.service": 4.0,
+    "linerec-agent.service": 2.5,
+    "linerec-agent-web.service": 2.5,
+    "linerec-agent-purge.service": 2.5,
+}
 
 
 def analyze() -> str:
@@ -69,7 +75,7 @@ def test_verify_does_catch_a_bad_key_and_a_missing_program(staged: Path) -> None
     assert "Command /opt/linerec/bin/linerecd is not executable: No such file or directory" in done.stderr
 
 
-@pytest.mark.parametrize("unit", UNITS)
+@pytest.mark.parametrize("unit", SERVICES)
 def test_exposure_is_within_the_limit_for_its_kind_of_unit(unit: str) -> None:
     limit = LIMITS[unit]
     done = subprocess.run(
@@ -125,3 +131,14 @@ def test_the_agent_units_start_the_agent_commands_with_no_devices(unit: str, ver
     assert found["User"] == ["linerec-agent"]
     assert found["PrivateDevices"] == ["yes"]
     assert found["StateDirectory"] == ["linerec-agent"]
+
+
+def test_the_purge_runs_once_a_day_as_the_agent_user_and_catches_up_after_downtime() -> None:
+    timer, service = settings("linerec-agent-purge.timer"), settings("linerec-agent-purge.service")
+    assert (timer["OnCalendar"], timer["Persistent"], timer["WantedBy"]) == (["daily"], ["true"], ["timers.target"])
+    assert service["Type"] == ["oneshot"]
+    assert service["ExecStart"] == [
+        "/opt/linerec/bin/linerec-agent --config /etc/linerec/agent.toml --as retention purge"
+    ]
+    assert (service["User"], service["StateDirectory"]) == (["linerec-agent"], ["linerec-agent"])
+    assert "WantedBy" not in service  # started by its timer only, never at boot on its own
