@@ -3,8 +3,7 @@
 A recording arrives as its manifest, chunks of ciphertext at byte offsets, and a
 fin, in any order and possibly more than once (QoS 1). Everything about a
 transfer in progress lives on disk under ``<archive>/.incoming/<device>/<id>/``
-(the encrypted manifest, ``audio.part`` and a ranges sidecar), so an agent that
-restarts carries on where it was. A device deletes its copy only when it reads
+(``agent/incoming.py``), so an agent that restarts carries on where it was. A device deletes its copy only when it reads
 ``stored``, which is sent after the archive has fsynced the files and committed
 the index row.
 """
@@ -12,16 +11,11 @@ the index row.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import os
 import queue
 import shutil
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +24,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.archive import Archive, CallRow, fsync_path
+from agent.archive import Archive, CallRow
 from agent.errors import AgentError
+from agent.incoming import Transfer, clip, covered, write_atomic
 from agent.parts import PartsError, check_parts, split_original
 from agent.ratelimit import DeviceRateLimit
 from agent.recovered import with_recovered_facts
@@ -48,7 +43,6 @@ from firmware.wire.messages import (
     decode_fin,
     decode_status,
     encode_ack,
-    merge_range,
     missing_ranges,
 )
 
@@ -59,89 +53,15 @@ log = logging.getLogger("linerec.agent.ingest")
 DEFAULT_RATE = 64 * 1024**2
 DEFAULT_BURST = 128 * 1024**2
 MAX_TRANSFER = 2 * 1024**3  # no call recording comes near this; a bigger offset is an attack or a bug
-_HASH_BLOCK = 1 << 20
 # Messages wait here between paho's network thread and the worker that does the disk work;
 # when it is full the network thread waits too, which is the back-pressure we want.
 _QUEUE_DEPTH = 256
-# How often a transfer's ranges sidecar is rewritten while chunks arrive. Between
-# saves it understates what is on disk, which only costs a resend after a crash.
-RANGES_SAVE_INTERVAL_S = 1.0
 
 Reply = tuple[str, bytes]
 
 
 class _Refused(WireError):
     """A manifest that will never be accepted as sent; the text is the reason told to the device."""
-
-
-@dataclass
-class _Transfer:
-    """What the agent holds of one recording that is not archived yet."""
-
-    device: str
-    rec_id: str
-    directory: Path
-    manifest: Manifest | None = None
-    manifest_doc: bytes | None = None  # the manifest message as received (still age-encrypted)
-    ranges: list[Range] = field(default_factory=list)
-    ranges_saved_at: float = 0.0  # time.monotonic() of the last sidecar write
-    ranges_dirty: bool = False  # chunks arrived since then
-
-    @property
-    def part(self) -> Path:
-        return self.directory / "audio.part"
-
-    @property
-    def ranges_file(self) -> Path:
-        return self.directory / "ranges.json"
-
-    @property
-    def manifest_file(self) -> Path:
-        return self.directory / "manifest.age"
-
-
-def _write_atomic(path: Path, data: bytes, *, durable: bool = True) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new bytes, never a mix.
-
-    ``durable=False`` skips the fsyncs: a kill still leaves old or new, and a power
-    cut may leave either or an unreadable file, which the reader treats as empty.
-    """
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        if durable:
-            out.flush()
-            os.fsync(out.fileno())
-    tmp.replace(path)
-    if durable:
-        fsync_path(path.parent)
-
-
-def _write_at(path: Path, offset: int, data: bytes) -> None:
-    """Write ``data`` at ``offset`` in ``path`` (created if need be).
-
-    Not fsynced: chunks and their ranges sidecar are a cache of what the device
-    still holds. If a power cut loses some of it, the fin's SHA-256 check finds
-    out, the bytes are dropped and the device sends them again; nothing is acked
-    as stored before the archive has fsynced the whole file. Fsyncing every 64 KiB
-    chunk (and the sidecar) cost most of the transfer's time.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.pwrite(fd, view, offset + len(data) - len(view)) :]
-    finally:
-        os.close(fd)
-
-
-def _covered(ranges: list[Range], start: int, end: int) -> bool:
-    return any(s <= start and end <= e for s, e in ranges)
-
-
-def _clip(ranges: list[Range], size: int) -> list[Range]:
-    return [(s, min(e, size)) for s, e in ranges if s < size]
 
 
 class Ingest:
@@ -176,7 +96,7 @@ class Ingest:
         self._limit = rate_limit or DeviceRateLimit(rate=DEFAULT_RATE, burst=DEFAULT_BURST)
         self._on_stored = on_stored
         self._lock = threading.RLock()
-        self._transfers: dict[tuple[str, str], _Transfer] = {}
+        self._transfers: dict[tuple[str, str], Transfer] = {}
         self._told_unenrolled: set[str] = set()
         self._stored = threading.Condition()
         self._stored_count = 0
@@ -331,11 +251,11 @@ class Ingest:
             return []
         if transfer.manifest is not None and transfer.manifest.ciphertext != manifest.ciphertext:
             log.warning("recording %s: a new manifest names other ciphertext; held bytes dropped", where.rec_id)
-            self._discard_data(transfer)
+            transfer.discard_data()
         transfer.directory.mkdir(parents=True, exist_ok=True)
         # A cache like the chunks: the archive writes (and fsyncs) its own copy from memory
         # before any ack; one a power cut damaged is dropped at load and asked for again.
-        _write_atomic(transfer.manifest_file, payload, durable=False)
+        write_atomic(transfer.manifest_file, payload, durable=False)
         transfer.manifest, transfer.manifest_doc = manifest, payload
         log.info("recording %s of device %s: manifest verified", where.rec_id, where.device_id)
         return []
@@ -379,13 +299,13 @@ class Ingest:
 
     # --- transfer state on disk --------------------------------------------------
 
-    def _transfer(self, where: topics.RecTopic) -> _Transfer:
+    def _transfer(self, where: topics.RecTopic) -> Transfer:
         """The state of a transfer, loaded from the incoming directory the first time."""
         found = self._transfers.get((where.device_id, where.rec_id))
         if found is not None:
             return found
         directory = self._archive.incoming_dir / where.device_id / where.rec_id
-        transfer = _Transfer(where.device_id, where.rec_id, directory)
+        transfer = Transfer(where.device_id, where.rec_id, directory)
         key = self._archive.device_key(where.device_id)
         if key is not None and transfer.manifest_file.exists():
             doc = transfer.manifest_file.read_bytes()
@@ -394,46 +314,17 @@ class Ingest:
             except _Refused as exc:
                 log.warning("recording %s: kept manifest dropped: %s", where.rec_id, exc)
                 transfer.manifest_file.unlink()
-        transfer.ranges = self._load_ranges(transfer)
+        transfer.ranges = transfer.load_ranges()
         self._transfers[(where.device_id, where.rec_id)] = transfer
         return transfer
-
-    def _load_ranges(self, transfer: _Transfer) -> list[Range]:
-        try:
-            raw = json.loads(transfer.ranges_file.read_text(encoding="utf-8"))
-            ranges = [(int(s), int(e)) for s, e in raw["ranges"]]
-        except FileNotFoundError:
-            return []
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            log.warning("recording %s: unreadable %s (%s); starting over", transfer.rec_id, transfer.ranges_file, exc)
-            return []
-        on_disk = transfer.part.stat().st_size if transfer.part.exists() else 0
-        if any(not 0 <= s < e <= on_disk for s, e in ranges):
-            log.warning("recording %s: %s lacks bytes its ranges name; starting over", transfer.rec_id, transfer.part)
-            return []
-        held: list[Range] = []
-        for item in ranges:
-            held = merge_range(held, item)
-        return held
-
-    def _save_ranges(self, transfer: _Transfer) -> None:
-        body = json.dumps({"ranges": [list(r) for r in transfer.ranges]}).encode()
-        _write_atomic(transfer.ranges_file, body, durable=False)
-        transfer.ranges_saved_at = time.monotonic()
-        transfer.ranges_dirty = False
 
     def _flush_ranges(self) -> None:
         """Write every transfer's ranges that changed since its last save (at stop, so a restart resumes exactly)."""
         for transfer in self._transfers.values():
             if transfer.ranges_dirty and transfer.directory.is_dir():
-                self._save_ranges(transfer)
+                transfer.save_ranges()
 
-    def _discard_data(self, transfer: _Transfer) -> None:
-        transfer.part.unlink(missing_ok=True)
-        transfer.ranges_file.unlink(missing_ok=True)
-        transfer.ranges = []
-
-    def _forget(self, transfer: _Transfer) -> None:
+    def _forget(self, transfer: Transfer) -> None:
         self._transfers.pop((transfer.device, transfer.rec_id), None)
         shutil.rmtree(transfer.directory, ignore_errors=True)
 
@@ -458,14 +349,9 @@ class Ingest:
                 "recording %s: chunk at %d..%d is beyond its %d bytes; dropped", where.rec_id, start, end, limit
             )
             return
-        if _covered(transfer.ranges, start, end):
+        if covered(transfer.ranges, start, end):
             return
-        transfer.directory.mkdir(parents=True, exist_ok=True)
-        _write_at(transfer.part, start, chunk.data)
-        transfer.ranges = merge_range(transfer.ranges, (start, end))
-        transfer.ranges_dirty = True
-        if time.monotonic() - transfer.ranges_saved_at >= RANGES_SAVE_INTERVAL_S:
-            self._save_ranges(transfer)
+        transfer.write_chunk(start, chunk.data)
 
     # --- fin ---------------------------------------------------------------------
 
@@ -480,26 +366,26 @@ class Ingest:
             return self._ack(where, AckStatus.MISSING, ranges=transfer.ranges, need_manifest=True)
         size = int(transfer.manifest.ciphertext["size"])
         expected = str(transfer.manifest.ciphertext["sha256"]).lower()
-        held = _clip(transfer.ranges, size)
+        held = clip(transfer.ranges, size)
         if missing_ranges(held, size):
             if transfer.ranges_dirty:
-                self._save_ranges(transfer)
+                transfer.save_ranges()
             return self._ack(where, AckStatus.MISSING, ranges=held)
-        actual = self._hash_part(transfer, size)
+        actual = transfer.hash_part(size)
         if (fin.size, fin.sha256) != (size, expected) or actual != expected:
             # Which side is wrong cannot be told from here; only a fresh copy of the bytes can help.
             log.warning(
                 "recording %s: bytes hash to %s, fin says %d bytes %s, manifest %d bytes %s; bytes discarded",
                 *(where.rec_id, actual, fin.size, fin.sha256, size, expected),
             )
-            self._discard_data(transfer)
+            transfer.discard_data()
             return self._ack(where, AckStatus.MISSING)
         original = None
         if "parts" in transfer.manifest.ciphertext:
             try:
                 original = self._split_original(transfer)
             except _Refused as exc:
-                self._discard_data(transfer)
+                transfer.discard_data()
                 return self._reject(where, str(exc))
         row = self._archive.store(transfer.manifest, transfer.manifest_doc, transfer.part, original)
         self._announce(row)
@@ -509,7 +395,7 @@ class Ingest:
             self._stored.notify_all()
         return self._ack(where, AckStatus.STORED)
 
-    def _split_original(self, transfer: _Transfer) -> Path:
+    def _split_original(self, transfer: Transfer) -> Path:
         """Cut the untrimmed original off the end of the received bytes into a file of its own."""
         assert transfer.manifest is not None
         target = transfer.directory / "original.part"
@@ -518,17 +404,6 @@ class Ingest:
         except PartsError as exc:
             raise _Refused(str(exc)) from None
         return target
-
-    def _hash_part(self, transfer: _Transfer, size: int) -> str:
-        """SHA-256 of the reassembled file, cut to ``size`` (bytes beyond it are not the recording)."""
-        transfer.directory.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        with transfer.part.open("a+b") as part:
-            part.truncate(size)
-            part.seek(0)
-            while block := part.read(_HASH_BLOCK):
-                digest.update(block)
-        return digest.hexdigest()
 
     # --- MQTT --------------------------------------------------------------------
 

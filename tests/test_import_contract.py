@@ -29,6 +29,7 @@ AGENT_MODULES = [
     "agent.webhook",
     "agent.contact_files",
     "agent.ingest",
+    "agent.incoming",
     "agent.cli",
     "agent.cli_common",
     "agent.cli_calls",
