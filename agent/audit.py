@@ -381,13 +381,15 @@ class AuditLog:
         self,
         *,
         since: int | None = None,
+        before: int | None = None,
         actor: str | None = None,
         action: str | None = None,
         target: str | None = None,
         limit: int | None = None,
         newest_first: bool = False,
     ) -> Iterator[AuditEntry]:
-        """Entries after seq ``since``, optionally of one actor, action or target, oldest (or newest) first."""
+        """Entries after seq ``since`` and before seq ``before``, optionally of one actor, action or target,
+        oldest (or newest) first."""
         clauses: list[str] = []
         params: list[Any] = []
         for column, value in (("actor", actor), ("action", action), ("target", target)):
@@ -396,12 +398,14 @@ class AuditLog:
                 params.append(str(value))
         if action is not None:
             check_action(action)
-        if since is not None:
-            if not isinstance(since, int) or since < 0:
-                msg = f"audit since must be a seq (a whole number from 0), not {since!r}"
+        for name, bound, test in (("since", since, "seq > ?"), ("before", before, "seq < ?")):
+            if bound is None:
+                continue
+            if not isinstance(bound, int) or isinstance(bound, bool) or bound < 0:
+                msg = f"audit {name} must be a seq (a whole number from 0), not {bound!r}"
                 raise AuditError(msg)
-            clauses.append("seq > ?")
-            params.append(since)
+            clauses.append(test)
+            params.append(bound)
         sql = f"SELECT {_COLUMNS} FROM entries"  # noqa: S608  (fixed columns; values are bound)
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)

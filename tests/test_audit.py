@@ -211,6 +211,9 @@ def test_entries_filter_and_order(audit: AuditLog) -> None:
     assert [e.seq for e in audit.entries(since=7)] == [8, 9, 10]
     assert [e.seq for e in audit.entries(newest_first=True, limit=3)] == [10, 9, 8]
     assert [e.seq for e in audit.entries(actor="alice", action="listen", since=1)] == [5, 9]
+    assert [e.seq for e in audit.entries(before=4)] == [1, 2, 3]
+    assert [e.seq for e in audit.entries(since=3, before=8, newest_first=True, limit=2)] == [7, 6]
+    assert list(audit.entries(before=1)) == []
     assert list(audit.entries(actor="carol")) == []
 
 
@@ -678,6 +681,9 @@ def test_bad_reading_arguments_are_refused(audit: AuditLog) -> None:
     with pytest.raises(AuditError) as raised:
         audit.entries(since=-2)
     assert str(raised.value) == "audit since must be a seq (a whole number from 0), not -2"
+    with pytest.raises(AuditError) as raised:
+        audit.entries(before=True)
+    assert str(raised.value) == "audit before must be a seq (a whole number from 0), not True"
 
 
 def test_every_error_is_one_line_and_an_agent_error(tmp_path: Path) -> None:

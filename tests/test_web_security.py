@@ -427,3 +427,21 @@ def test_a_segment_log_is_served_as_a_wav_whose_header_says_its_length() -> None
     assert header[:4] == b"RIFF" and header[8:16] == b"WAVEfmt "
     assert int.from_bytes(header[40:44], "little") == 32000
     assert len(header) == 44
+
+
+def test_the_audit_log_page_goes_back_to_older_entries_page_by_page(site: Site) -> None:
+    log = AuditLog(site.cfg.agent.audit_log_path, site.cfg.agent.audit_key_path)
+    try:
+        made = [log.record("pager", Action.LIST, None, {"n": n}).seq for n in range(250)]
+    finally:
+        log.close()
+    jar = signed_in(site, "otto")
+    _, first = site.request("GET", "/audit?actor=pager", cookies=jar)
+    shown = [int(n) for n in re.findall(rb'<tr class="action-list"><td>(\d+)</td>', first)]
+    assert shown == made[::-1][:200]
+    older = re.search(rb'<a rel="next" href="([^"]+)">Older entries', first)
+    assert older is not None
+    _, second = site.request("GET", older.group(1).decode().replace("&amp;", "&"), cookies=jar)
+    rest = [int(n) for n in re.findall(rb'<tr class="action-list"><td>(\d+)</td>', second)]
+    assert rest == made[::-1][200:]
+    assert b"Older entries" not in second

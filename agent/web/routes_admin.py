@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from itertools import islice
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -32,10 +33,27 @@ async def audit_page(request: Request) -> Response:
     action = request.query_params.get("action") or None
     if action is not None and action not in ACTIONS:
         action = None
-    filters = {k: v for k, v in (("actor", actor), ("action", action)) if v}
+    text = request.query_params.get("before", "")
+    before = int(text) if text.isdigit() and len(text) <= 18 else None
+    filters = {k: v for k, v in (("actor", actor), ("action", action), ("before", before)) if v}
     ctx.record(session.user.name, Action.AUDIT, None, {"view": "web", **filters})
-    entries = list(ctx.audit.entries(actor=actor, action=action, limit=AUDIT_SHOWN, newest_first=True))
-    return page(request, "audit.html", entries=entries, actions=sorted(ACTIONS), actor=actor or "", action=action or "")
+    entries = list(
+        ctx.audit.entries(actor=actor, action=action, before=before, limit=AUDIT_SHOWN + 1, newest_first=True)
+    )
+    older = None
+    if len(entries) > AUDIT_SHOWN:
+        entries = entries[:AUDIT_SHOWN]
+        query = {k: v for k, v in (("actor", actor), ("action", action)) if v}
+        older = "/audit?" + urlencode({**query, "before": entries[-1].seq})
+    return page(
+        request,
+        "audit.html",
+        entries=entries,
+        actions=sorted(ACTIONS),
+        actor=actor or "",
+        action=action or "",
+        older_url=older,
+    )
 
 
 def device_states(ctx: WebContext) -> list[dict[str, Any]]:
