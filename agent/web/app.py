@@ -93,6 +93,11 @@ def serve(cfg: AgentConfig, actor: str) -> int:
     from agent.audit import Action  # noqa: PLC0415
 
     ctx = open_context(cfg)
+    if cfg.web.live_status:
+        from agent.web.live import LiveStatus  # noqa: PLC0415
+
+        ctx.live = LiveStatus(cfg.mqtt, f"{cfg.agent.client_id}-web")
+        ctx.live.start()
     try:
         if not cfg.web.cookie_secure and cfg.web.listen not in ("127.0.0.1", "::1"):
             log.warning(
@@ -113,5 +118,7 @@ def serve(cfg: AgentConfig, actor: str) -> int:
         )
         server.run()
     finally:
+        if ctx.live is not None:
+            ctx.live.stop()
         ctx.close()
     return 0

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from agent.archive import Archive
     from agent.audit import AuditLog
     from agent.config import AgentConfig
+    from agent.web.live import LiveStatus
     from agent.web.users import UserStore
     from firmware.wire import age
 
@@ -31,6 +32,7 @@ class WebContext:
     audit: AuditLog
     users: UserStore
     identities: Sequence[age.Identity]
+    live: LiveStatus | None = None  # statuses as the broker has them now, when the app follows it
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _listened: dict[str, set[str]] = field(default_factory=dict)  # session token -> audio already recorded as heard
     _envelopes: OrderedDict[str, list[float]] = field(default_factory=OrderedDict)

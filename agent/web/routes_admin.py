@@ -57,15 +57,20 @@ async def audit_page(request: Request) -> Response:
 
 
 def device_states(ctx: WebContext) -> list[dict[str, Any]]:
-    """Every enrolled device with its last status as ingest stored it: online, spool depth, disk, last seen."""
+    """Every enrolled device with its newest status: live from the broker if one came, else as ingest stored it."""
     out = []
     for device in ctx.archive.devices():
-        status = device["status"] or {}
+        status, seen, source = device["status"] or {}, device["last_seen"], "stored"
+        live = ctx.live.latest(device["id"]) if ctx.live is not None else None
+        if live is not None:
+            when = datetime.fromtimestamp(live[0], UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            seen, status, source = when, live[1], "live"
         out.append(
             {
                 "id": device["id"],
                 "enrolled_at": device["enrolled_at"],
-                "last_seen": device["last_seen"],
+                "last_seen": seen,
+                "source": source,
                 "state": status.get("state", "unknown"),
                 "online": status.get("state") == "online",
                 "spool_depth": status.get("spool_depth"),

@@ -23,6 +23,7 @@ class WebSettings:
     max_failures: int = 5  # wrong passwords in a row that lock an account
     lockout_s: int = 900  # for this long
     page_size: int = 50  # calls per page of the call list
+    live_status: bool = True  # the devices page follows the broker's status messages itself ([mqtt])
 
     @property
     def address(self) -> str:
@@ -49,6 +50,7 @@ def parse_web(data: dict[str, Any], source: Path | str = "<config>") -> WebSetti
         max_failures=t.integer("max_failures", d.max_failures, 1, 100),
         lockout_s=t.integer("lockout_s", d.lockout_s, 10, 86400),
         page_size=t.integer("page_size", d.page_size, 5, 500),
+        live_status=t.get("live_status", bool, d.live_status),
     )
     if settings.session_idle_s > settings.session_absolute_s:
         shown = settings.session_idle_s

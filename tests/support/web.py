@@ -29,8 +29,10 @@ from agent import config
 from agent.archive import Archive
 from agent.web.app import create_app, open_context
 from agent.web.cli_users import users_path
+from agent.web.live import LiveStatus
 from agent.web.users import UserStore
 from firmware.wire import age
+from firmware.wire.broker import BrokerSettings
 from firmware.wire.manifest import Manifest, sign_manifest
 from tests.support.broker import free_port
 from tests.support.device_calls import identity_file
@@ -163,8 +165,8 @@ def cookie_values(answer: HTTPResponse) -> dict[str, str]:
     return jar
 
 
-def write_config(root: Path) -> Path:
-    """An agent.toml for a site under ``root`` (plain-HTTP cookies, for loopback)."""
+def write_config(root: Path, broker: BrokerSettings | None = None) -> Path:
+    """An agent.toml for a site under ``root`` (plain-HTTP cookies, for loopback), following ``broker`` if given."""
     identity_file(root / "identity.txt")
     path = root / "agent.toml"
     path.write_text(
@@ -177,7 +179,9 @@ cookie_secure = false
 lockout_s = 600
 max_failures = 3
 page_size = 5
+live_status = {"true" if broker is not None else "false"}
 """
+        + (f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n' if broker is not None else "")
     )
     return path
 
@@ -203,14 +207,17 @@ def fill_archive(cfg: config.AgentConfig) -> dict[str, str]:
 
 
 @contextmanager
-def running_site(root: Path) -> Iterator[Site]:
-    """The app serving a fresh archive under ``root`` until the block ends."""
-    cfg = config.load(write_config(root))
+def running_site(root: Path, broker: BrokerSettings | None = None) -> Iterator[Site]:
+    """The app serving a fresh archive under ``root`` until the block ends (following ``broker``'s statuses)."""
+    cfg = config.load(write_config(root, broker))
     calls = fill_archive(cfg)
     with UserStore(users_path(cfg)) as users:
         for name, role in USERS.items():
             users.add(name, role, PASSWORD)
     ctx = open_context(cfg)
+    if cfg.web.live_status:
+        ctx.live = LiveStatus(cfg.mqtt, "linerec-web-test")
+        ctx.live.start()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, name="web-app", daemon=True)
@@ -226,4 +233,6 @@ def running_site(root: Path) -> Iterator[Site]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+        if ctx.live is not None:
+            ctx.live.stop()
         ctx.close()
