@@ -77,11 +77,25 @@ def _parser() -> argparse.ArgumentParser:
     consent.add_argument("--voice", default="en", help="prompt: the espeak-ng voice (default en)")
     consent.add_argument("--rate", type=int, default=8000, help="prompt: sample rate (default 8000)")
 
+    _add_spool_parser(sub)
+
     keys = sub.add_parser("keys", help="the device's signing key")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)
     show = keys_sub.add_parser("show", help="print the public key to enrol on the agent (creates the key)")
     show.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
     return parser
+
+
+def _add_spool_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    spool = sub.add_parser("spool", help="recordings the agent refused: list them, or send them again")
+    spool_sub = spool.add_subparsers(dest="spool_command", required=True)
+    rejected = spool_sub.add_parser("rejected", help="the refused recordings, each with the agent's reason")
+    rejected.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
+    rejected.add_argument("--json", action="store_true", help="one JSON object per recording")
+    retry = spool_sub.add_parser("retry", help="put refused recordings back in the outbox (e.g. after enrolment)")
+    retry.add_argument("recording_ids", nargs="*", metavar="ID", help="the recordings to send again")
+    retry.add_argument("--all", action="store_true", help="every refused recording")
+    retry.add_argument("--config", type=Path, default=config.DEFAULT_PATH, help="device.toml to use")
 
 
 EXIT_CONFIG = 78  # sysexits' EX_CONFIG; linerec.service has RestartPreventExitStatus=78
@@ -100,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             return _selftest(args.config)
         if args.command == "status":
             return _status(args)
+        if args.command == "spool":
+            return _spool(args)
         if args.command == "decode":
             return _decode(args)
         if args.command == "trim":
@@ -216,6 +232,26 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(report, sort_keys=True))
     else:
         print("\n".join(status.render(report)))
+    return 0
+
+
+def _spool(args: argparse.Namespace) -> int:
+    import json  # noqa: PLC0415
+
+    from firmware.spool import Spool  # noqa: PLC0415
+
+    spool = Spool(config.load(args.config).device.spool_dir)
+    refused = spool.rejected_recordings()
+    if args.spool_command == "rejected":
+        for rec_id, reason in refused:
+            print(json.dumps({"id": rec_id, "reason": reason}) if args.json else f"{rec_id}  {reason}")
+        return 0
+    if args.all == bool(args.recording_ids):
+        msg = "spool retry takes recording ids or --all, not both and not neither"
+        raise LinerecError(msg)
+    for rec_id in [rec_id for rec_id, _ in refused] if args.all else args.recording_ids:
+        spool.requeue(rec_id)
+        print(f"{rec_id} is back in the outbox; the running service sends it again")
     return 0
 
 

@@ -309,6 +309,42 @@ class Spool:
             raise _error("move the rejected recording to", dst, exc) from exc
         log.warning("recording %s was rejected and kept in %s: %s", rec_id, dst, reason)
 
+    def rejected_recordings(self) -> list[tuple[str, str]]:
+        """The recordings the agent refused, oldest first, each with the reason it gave."""
+        found = []
+        try:
+            names = sorted(entry.name for entry in os.scandir(self.rejected) if entry.is_dir())
+        except OSError as exc:
+            raise _error("list", self.rejected, exc) from exc
+        for name in names:
+            try:
+                reason = (self.rejected / name / REASON_NAME).read_text(encoding="utf-8").strip()
+            except OSError:
+                reason = "no reason kept"
+            found.append((name, reason))
+        return found
+
+    def requeue(self, rec_id: str) -> None:
+        """Put a rejected recording back in the outbox, to be sent again (after the agent's problem is fixed)."""
+        check_recording_id(rec_id)
+        src = self.rejected / rec_id
+        dst = self.outbox / rec_id
+        if not src.is_dir():
+            msg = f"spool has no rejected recording {rec_id} in {self.rejected}"
+            raise SpoolError(msg)
+        if dst.exists():
+            msg = f"spool cannot send recording {rec_id} again: {dst} already exists"
+            raise SpoolError(msg)
+        try:
+            (src / REASON_NAME).unlink(missing_ok=True)
+            fsync_path(src, directory=True)
+            src.rename(dst)
+            fsync_path(self.rejected, directory=True)
+            fsync_path(self.outbox, directory=True)
+        except OSError as exc:
+            raise _error("move the rejected recording back to", dst, exc) from exc
+        log.info("recording %s is back in the outbox, to be sent again", rec_id)
+
     # -- start-up -------------------------------------------------------------------
 
     def recover(self) -> list[str]:

@@ -130,6 +130,36 @@ def test_device_keys_show_creates_a_private_key_once(tmp_path: Path, capsys: pyt
     assert stat.S_IMODE((tmp_path / "state" / "signing.key").stat().st_mode) == 0o600
 
 
+def test_device_spool_lists_refused_recordings_and_sends_them_again(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from firmware.spool import AUDIO_NAME, MANIFEST_NAME, Spool  # noqa: PLC0415
+
+    conf = tmp_path / "device.toml"
+    recipient = age.recipient_of(age.generate_identity())
+    conf.write_text(f'[device]\nid = "pi-7"\nstate_dir = "state"\n[archive]\nrecipients = ["{recipient}"]\n')
+    spool = Spool(tmp_path / "state" / "spool")
+    ids = ["20240301T101500000Z-0000000a", "20240301T111500000Z-0000000b"]
+    for rec_id in ids:
+        folder = spool.begin(rec_id)
+        (folder / MANIFEST_NAME).write_bytes(b"m")
+        (folder / AUDIO_NAME).write_bytes(b"a")
+        spool.seal(rec_id)
+        spool.quarantine(rec_id, "device pi-7 is not enrolled")
+    assert device_main(["spool", "rejected", "--json", "--config", str(conf)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [{"id": rec_id, "reason": "device pi-7 is not enrolled"} for rec_id in ids]
+    assert device_main(["spool", "retry", "--config", str(conf)]) == 1
+    assert (
+        one_error_line(capsys) == "linerec: error: spool retry takes recording ids or --all, not both and not neither"
+    )
+    assert device_main(["spool", "retry", "--all", "--config", str(conf)]) == 0
+    assert [r.rec_id for r in spool.pending()] == ids
+    assert spool.rejected_recordings() == []
+    assert device_main(["spool", "retry", ids[0], "--config", str(conf)]) == 1
+    assert one_error_line(capsys).startswith(f"linerec: error: spool has no rejected recording {ids[0]} in ")
+
+
 def test_device_refuses_a_line_it_cannot_open(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conf = tmp_path / "device.toml"
     recipient = age.recipient_of(age.generate_identity())

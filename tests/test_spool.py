@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from firmware.spool import AUDIO_NAME, MANIFEST_NAME, Spool, SpooledRecording, SpoolError
+from firmware.wire.errors import WireError
 from firmware.wire.messages import Ack, AckStatus
 
 IDS = [
@@ -149,6 +150,38 @@ def test_quarantine_keeps_the_files_with_the_reason(tmp_path: Path) -> None:
     assert spool.pending() == []
     with pytest.raises(SpoolError):
         spool.begin(IDS[0])
+
+
+def test_a_rejected_recording_is_listed_with_its_reason_and_goes_back_to_the_outbox_whole(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    audio = fill(spool, IDS[0])
+    spool.seal(IDS[0])
+    spool.quarantine(IDS[0], "device test-pi is not enrolled")
+    assert spool.rejected_recordings() == [(IDS[0], "device test-pi is not enrolled")]
+    spool.requeue(IDS[0])
+    assert spool.rejected_recordings() == []
+    [back] = spool.pending()
+    assert back.rec_id == IDS[0] and back.audio.read_bytes() == audio
+    assert sorted(p.name for p in back.audio.parent.iterdir()) == [AUDIO_NAME, MANIFEST_NAME]
+
+
+def test_requeue_refuses_what_is_not_rejected_or_would_overwrite(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    with pytest.raises(SpoolError) as info:
+        spool.requeue(IDS[1])
+    assert str(info.value) == f"spool has no rejected recording {IDS[1]} in {tmp_path / 'rejected'}"
+    with pytest.raises(WireError, match="is not valid"):
+        spool.requeue("../outbox")
+    fill(spool, IDS[0])
+    spool.seal(IDS[0])
+    spool.quarantine(IDS[0], "refused")
+    (tmp_path / "outbox" / IDS[0]).mkdir()  # the spool never makes one id twice, but a hand may copy one back
+    with pytest.raises(SpoolError) as info:
+        spool.requeue(IDS[0])
+    assert (
+        str(info.value) == f"spool cannot send recording {IDS[0]} again: {tmp_path / 'outbox' / IDS[0]} already exists"
+    )
+    assert spool.rejected_recordings() == [(IDS[0], "refused")]
 
 
 def test_recover_lists_unsealed_recordings_and_keeps_them(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
