@@ -102,14 +102,16 @@ class CallRecorder:
         self._recipients = self._recipient_store.current()
         folder = self._spool.begin(self._rec_id)
         audio = self._config.audio
-        self._writer = self._audio_file(folder / AUDIO_NAME)
-        self._original = self._audio_file(folder / ORIGINAL_NAME) if audio.keep_original else None
+        # The journal first: a folder a crash leaves is then empty (nothing was recorded yet) or
+        # holds a journal to recover from, never half an audio file alone.
         self._journal = CallJournal(
             folder,
             recipients=self._recipients,
             sample_rate=self._rate,
             checkpoint_s=audio.checkpoint_s,
         )
+        self._writer = self._audio_file(folder / AUDIO_NAME)
+        self._original = self._audio_file(folder / ORIGINAL_NAME) if audio.keep_original else None
         return self._writer
 
     def _audio_file(self, path: Path) -> EncryptedAudioWriter:

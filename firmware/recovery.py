@@ -10,6 +10,8 @@ A folder left in ``incoming/`` is in one of these states:
   becomes the recording's audio, and the encrypted facts go inside a new
   signed manifest for the agent to open. The device cannot read either: it
   holds only the archive's public keys;
+* an empty folder (the recorder died between making it and opening the call's
+  journal, so nothing was recorded) is removed;
 * anything else (a folder from before journals, or emptied by hand) is left
   alone and logged: no recording is deleted without the agent's word.
 """
@@ -49,6 +51,12 @@ def recover(spool: Spool, *, config: DeviceConfig, signing_key: Ed25519PrivateKe
                 _drop_journal(folder)
             elif (folder / SEGMENTS_FILE).is_file():
                 _rebuild(folder, rec_id, config=config, signing_key=signing_key)
+            elif not any(folder.iterdir()):
+                # Killed between making the folder and opening the call's journal: nothing was recorded.
+                folder.rmdir()
+                fsync_path(spool.incoming, directory=True)
+                log.info("recording %s was interrupted before anything was written; its empty folder is gone", rec_id)
+                continue
             else:
                 log.warning("recording %s has no journal to recover from; left in %s", rec_id, folder)
                 continue

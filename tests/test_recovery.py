@@ -202,6 +202,15 @@ def test_a_folder_with_nothing_to_recover_from_is_left_where_it_is(tmp_path: Pat
     assert (broken / SEGMENTS_FILE).read_bytes() == b"not a segment log at all"
 
 
+def test_an_empty_folder_left_by_a_kill_before_the_journal_opened_is_removed(tmp_path: Path) -> None:
+    config = config_for(tmp_path)
+    spool = Spool(config.device.spool_dir)
+    key = load_or_create_signing_key(config.device.signing_key_path)
+    spool.begin("20260921T141322000Z-0badc0e0")  # and nothing more: the recorder died here
+    assert recover(spool, config=config, signing_key=key) == []
+    assert list(spool.incoming.iterdir()) == []
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
 def test_a_segment_log_of_any_bytes_is_read_or_refused_with_a_wire_error(tail: bytes) -> None:
