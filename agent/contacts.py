@@ -31,6 +31,7 @@ from typing import TextIO
 import phonenumbers
 
 from agent.contact_files import MAX_FILE_BYTES, MAX_PROPERTY_CHARS, Card, ContactsError, read_cards
+from agent.schema import CONTACTS_SCHEMA
 
 __all__ = [
     "CONTACTS_SCHEMA",
@@ -52,22 +53,6 @@ __all__ = [
     "safe_cell",
 ]
 
-
-# One row per number. national: the national significant number, for caller IDs without a country code.
-# raw: the number as the source wrote it. kind: mobile, work, home, fax, pager or main when the source said.
-# flagged: 1 when the name starts like a spreadsheet formula.
-CONTACTS_SCHEMA = """
-CREATE TABLE contacts (
-    number TEXT PRIMARY KEY,
-    national TEXT NOT NULL,
-    raw TEXT NOT NULL,
-    name TEXT NOT NULL,
-    kind TEXT,
-    source TEXT NOT NULL,
-    flagged INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX contacts_by_national ON contacts (national);
-"""
 
 MAX_NUMBER_CHARS = 64
 EXAMPLES = 5  # how many unreadable numbers or clashing names a report quotes

@@ -14,7 +14,7 @@ Version 3 adds what search, review and retention need:
 * ``call_tags``, ``notes``, ``holds`` (legal holds on a recording or on a
   caller's number), ``tombstones`` (what purge removed, when and why, without
   any caller data) and ``contacts`` (names for known numbers, see
-  ``agent/contacts.py``, whose ``CONTACTS_SCHEMA`` this copy must match).
+  ``CONTACTS_SCHEMA``, used by ``agent/contacts.py``).
 """
 
 from __future__ import annotations
@@ -25,50 +25,24 @@ from datetime import UTC, datetime
 
 _NOT_DIGITS = re.compile(r"[^0-9]+")
 
-MIGRATIONS = (
-    """
-    CREATE TABLE devices (
-        id TEXT PRIMARY KEY,
-        public_key TEXT NOT NULL,
-        enrolled_at TEXT NOT NULL,
-        last_seen TEXT,
-        status TEXT
-    );
-    CREATE TABLE calls (
-        id TEXT PRIMARY KEY,
-        device TEXT NOT NULL REFERENCES devices(id),
-        line TEXT NOT NULL,
-        started_at TEXT NOT NULL,
-        started_utc TEXT NOT NULL,
-        answered_at TEXT,
-        ended_at TEXT NOT NULL,
-        duration_s REAL NOT NULL,
-        caller_number TEXT,
-        caller_name TEXT,
-        caller_absent TEXT,
-        answered INTEGER NOT NULL,
-        hangup_cause TEXT NOT NULL,
-        ring_count INTEGER NOT NULL,
-        path TEXT NOT NULL,
-        manifest_path TEXT NOT NULL,
-        size INTEGER NOT NULL,
-        sha256 TEXT NOT NULL,
-        stored_at TEXT NOT NULL
-    );
-    CREATE INDEX calls_by_time ON calls (started_utc, id);
-    CREATE INDEX calls_by_device ON calls (device, started_utc, id);
-    CREATE TABLE rejections (
-        seq INTEGER PRIMARY KEY,
-        at TEXT NOT NULL,
-        device TEXT NOT NULL,
-        rec_id TEXT,
-        reason TEXT NOT NULL
-    );
-    """,
-    # 2: the untrimmed original kept beside a trimmed recording (audio.keep_original on the device).
-    "ALTER TABLE calls ADD COLUMN original_path TEXT;",
-    # 3: search by number, consent facts, tags, notes, legal holds, tombstones, contacts.
-    """
+# Names for known numbers (agent/contacts.py). national: the national significant number, for
+# caller IDs without a country code. raw: the number as the source wrote it. kind: mobile, work,
+# home, fax, pager or main when the source said. flagged: 1 when the name starts like a formula.
+CONTACTS_SCHEMA = """
+CREATE TABLE contacts (
+    number TEXT PRIMARY KEY,
+    national TEXT NOT NULL,
+    raw TEXT NOT NULL,
+    name TEXT NOT NULL,
+    kind TEXT,
+    source TEXT NOT NULL,
+    flagged INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX contacts_by_national ON contacts (national);
+"""
+
+# Migration 3 but for the contacts table above.
+_SEARCH_AND_REVIEW = """
     ALTER TABLE calls ADD COLUMN caller_digits TEXT;
     ALTER TABLE calls ADD COLUMN consent_rule TEXT;
     ALTER TABLE calls ADD COLUMN consent_jurisdiction TEXT;
@@ -113,17 +87,52 @@ MIGRATIONS = (
         actor TEXT NOT NULL
     );
     CREATE INDEX tombstones_by_time ON tombstones (purged_at);
-    CREATE TABLE contacts (
-        number TEXT PRIMARY KEY,
-        national TEXT NOT NULL,
-        raw TEXT NOT NULL,
-        name TEXT NOT NULL,
-        kind TEXT,
-        source TEXT NOT NULL,
-        flagged INTEGER NOT NULL DEFAULT 0
+    """
+
+MIGRATIONS = (
+    """
+    CREATE TABLE devices (
+        id TEXT PRIMARY KEY,
+        public_key TEXT NOT NULL,
+        enrolled_at TEXT NOT NULL,
+        last_seen TEXT,
+        status TEXT
     );
-    CREATE INDEX contacts_by_national ON contacts (national);
+    CREATE TABLE calls (
+        id TEXT PRIMARY KEY,
+        device TEXT NOT NULL REFERENCES devices(id),
+        line TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        started_utc TEXT NOT NULL,
+        answered_at TEXT,
+        ended_at TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        caller_number TEXT,
+        caller_name TEXT,
+        caller_absent TEXT,
+        answered INTEGER NOT NULL,
+        hangup_cause TEXT NOT NULL,
+        ring_count INTEGER NOT NULL,
+        path TEXT NOT NULL,
+        manifest_path TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        stored_at TEXT NOT NULL
+    );
+    CREATE INDEX calls_by_time ON calls (started_utc, id);
+    CREATE INDEX calls_by_device ON calls (device, started_utc, id);
+    CREATE TABLE rejections (
+        seq INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        device TEXT NOT NULL,
+        rec_id TEXT,
+        reason TEXT NOT NULL
+    );
     """,
+    # 2: the untrimmed original kept beside a trimmed recording (audio.keep_original on the device).
+    "ALTER TABLE calls ADD COLUMN original_path TEXT;",
+    # 3: search by number, consent facts, tags, notes, legal holds, tombstones, contacts.
+    _SEARCH_AND_REVIEW + CONTACTS_SCHEMA,
     # 4: key rotation: payload digests recorded before a file's first rewrap, recipients deployed to devices.
     # IF NOT EXISTS: agent/keyring.py creates the same tables in an index that predates this migration.
     """

@@ -422,31 +422,26 @@ class Uplink:
             if self._stopping:
                 raise _Stopping
 
-    def _pause(self, seconds: float) -> None:
-        """Wait ``seconds`` (the pace limit), staying alive to stop() and the watchdog."""
+    def _pause(self, seconds: float, until: Callable[[], bool] = lambda: False) -> None:
+        """Wait ``seconds`` or until ``until()`` holds, staying alive to stop() and the watchdog."""
         deadline = time.monotonic() + seconds
         while (remaining := deadline - time.monotonic()) > 0:
             self._heartbeat = time.monotonic()
-            self._wait_for(lambda: False, min(remaining, WAIT_SLICE_S))
+            self._wait_for(until, min(remaining, WAIT_SLICE_S))
+            with self._cond:
+                if until():
+                    return
 
     def _back_off(self) -> None:
         """Wait before the next attempt; a fresh connection or stop cuts the wait short."""
         self._failures += 1
         low, high = self._backoff
-        delay = min(high, low * 2 ** min(self._failures - 1, 30))
-        deadline = time.monotonic() + delay
         with self._cond:
             generation = self._generation
-
-        def reconnected() -> bool:
-            return self._generation != generation and self._connected
-
-        while (remaining := deadline - time.monotonic()) > 0:
-            self._heartbeat = time.monotonic()
-            self._wait_for(reconnected, min(remaining, WAIT_SLICE_S))
-            with self._cond:
-                if reconnected():
-                    return
+        self._pause(
+            min(high, low * 2 ** min(self._failures - 1, 30)),
+            until=lambda: self._generation != generation and self._connected,
+        )
 
     # -- status ---------------------------------------------------------------------
 
